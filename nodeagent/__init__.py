@@ -1,0 +1,1 @@
+"""kubemu.nodeagent"""
