@@ -1,0 +1,194 @@
+"""The gRPC face of the store: translate messages to store calls and errors to statuses.
+
+Nothing here decides anything; every rule lives in the store or a kind's strategy. A bad
+request, or a bug hit by one request, fails that request with a status and never the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kubemu import objects, wire
+from kubemu.errors import ApiError, BadRequest
+from kubemu.v1 import api_pb2, api_pb2_grpc
+from kubemu.apiserver.store import Store, Watcher
+
+log = logging.getLogger("kubemu.apiserver")
+
+MAX_EVENTS_PER_RESPONSE = 1000
+
+
+def _kind(name: str) -> str:
+    try:
+        return objects.kind_for(name).kind
+    except ApiError:
+        raise BadRequest(f'the server doesn\'t have a resource type "{name}"') from None
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: ApiError) -> None:
+    code = wire.GRPC_CODES.get(e.reason, grpc.StatusCode.INTERNAL)
+    await context.abort(code, e.message,
+                        trailing_metadata=((wire.STATUS_KEY, wire.to_status(e).SerializeToString()),))
+
+
+def _unary(fn):
+    async def handler(self, request, context):
+        try:
+            return await fn(self, request, context)
+        except ApiError as e:
+            await _abort(context, e)
+        except Exception as e:  # never let one bad request take the server down
+            log.exception("request failed")
+            await _abort(context, ApiError(f"internal error: {e}"))
+    handler.__name__ = fn.__name__
+    return handler
+
+
+class APIServicer(api_pb2_grpc.APIServicer):
+    def __init__(self, store: Store, bookmark_interval: float = 5.0):
+        self.store = store
+        self.bookmark_interval = bookmark_interval
+
+    @_unary
+    async def Create(self, request, context):
+        obj = objects.unpack(request.object)
+        return api_pb2.ObjectResponse(object=objects.pack(await self.store.create(obj, request.dry_run)))
+
+    @_unary
+    async def Get(self, request, context):
+        obj = self.store.get(_kind(request.kind), request.namespace, request.name)
+        return api_pb2.ObjectResponse(object=objects.pack(obj))
+
+    @_unary
+    async def List(self, request, context):
+        items, rev = self.store.list(_kind(request.kind), request.namespace,
+                                     request.label_selector, request.field_selector)
+        return api_pb2.ListResponse(items=[objects.pack(o) for o in items], resource_version=rev)
+
+    @_unary
+    async def Update(self, request, context):
+        obj = objects.unpack(request.object)
+        return api_pb2.ObjectResponse(object=objects.pack(await self.store.update(obj, False, request.dry_run)))
+
+    @_unary
+    async def UpdateStatus(self, request, context):
+        obj = objects.unpack(request.object)
+        return api_pb2.ObjectResponse(object=objects.pack(await self.store.update(obj, True, request.dry_run)))
+
+    @_unary
+    async def Patch(self, request, context):
+        if request.subresource not in ("", "status"):
+            raise BadRequest(f"unknown subresource {request.subresource!r}")
+        obj = await self.store.patch(_kind(request.kind), request.namespace, request.name,
+                                     request.patch, request.subresource)
+        return api_pb2.ObjectResponse(object=objects.pack(obj))
+
+    @_unary
+    async def Delete(self, request, context):
+        grace = request.grace_period_seconds if request.has_grace_period else None
+        obj = await self.store.delete(
+            _kind(request.kind), request.namespace, request.name, grace=grace,
+            propagation=request.propagation_policy, uid=request.precondition_uid,
+            resource_version=request.precondition_resource_version)
+        return api_pb2.ObjectResponse(object=objects.pack(obj))
+
+    async def Watch(self, request_iterator, context):
+        """Many watches multiplexed over one stream; see api.proto."""
+        wakeup = asyncio.Event()
+        watches: dict[int, tuple[Watcher, bool]] = {}
+        control: list[api_pb2.WatchResponse] = []
+        done = False
+
+        async def read_requests():
+            nonlocal done
+            try:
+                async for req in request_iterator:
+                    if req.HasField("create"):
+                        c = req.create
+                        try:
+                            if c.watch_id in watches:
+                                raise BadRequest(f"watch id {c.watch_id} is already in use")
+                            w = self.store.watch(_kind(c.kind), c.namespace, c.resource_version,
+                                                 c.label_selector, c.field_selector, wakeup)
+                            watches[c.watch_id] = (w, c.allow_bookmarks)
+                            control.append(api_pb2.WatchResponse(watch_id=c.watch_id, created=True))
+                        except ApiError as e:
+                            control.append(api_pb2.WatchResponse(
+                                watch_id=c.watch_id, canceled=True, status=wire.to_status(e)))
+                    elif req.HasField("cancel"):
+                        entry = watches.pop(req.cancel.watch_id, None)
+                        if entry:
+                            self.store.unwatch(entry[0])
+                        control.append(api_pb2.WatchResponse(watch_id=req.cancel.watch_id, canceled=True))
+                    wakeup.set()
+            except (asyncio.CancelledError, grpc.RpcError):
+                pass
+            except Exception:
+                log.exception("watch request stream failed")
+            finally:
+                done = True
+                wakeup.set()
+
+        reader = asyncio.create_task(read_requests())
+        loop = asyncio.get_running_loop()
+        last_bookmark = loop.time()
+        try:
+            while not done:
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout=self.bookmark_interval)
+                except asyncio.TimeoutError:
+                    pass
+                wakeup.clear()
+                while control:
+                    await context.write(control.pop(0))
+                bookmark_due = loop.time() - last_bookmark >= self.bookmark_interval
+                if bookmark_due:
+                    last_bookmark = loop.time()
+                for wid, (w, bookmarks) in list(watches.items()):
+                    for resp in self._drain(wid, w, bookmarks and bookmark_due):
+                        await context.write(resp)
+                    if w.closed:
+                        watches.pop(wid, None)
+                        self.store.unwatch(w)
+        finally:
+            reader.cancel()
+            for w, _ in watches.values():
+                self.store.unwatch(w)
+
+    def _drain(self, wid: int, w: Watcher, bookmark: bool):
+        pending = w.take()
+        for i in range(0, len(pending), MAX_EVENTS_PER_RESPONSE):
+            chunk = pending[i:i + MAX_EVENTS_PER_RESPONSE]
+            w.last_sent = chunk[-1][1].rev
+            yield api_pb2.WatchResponse(watch_id=wid, events=[
+                api_pb2.WatchEvent(type=t, object=ev.packed, resource_version=ev.rev)
+                for t, ev in chunk])
+        if w.closed:
+            yield api_pb2.WatchResponse(watch_id=wid, canceled=True, status=wire.to_status(w.closed))
+        elif bookmark and not pending and w.last_sent < self.store.revision:
+            # Every event up to the current revision has been offered to this watcher already
+            # (publishing is synchronous), so the client may resume from here.
+            w.last_sent = self.store.revision
+            yield api_pb2.WatchResponse(watch_id=wid, events=[
+                api_pb2.WatchEvent(type="BOOKMARK", resource_version=self.store.revision)])
+
+
+async def serve(store: Store, listen: str, bookmark_interval: float = 5.0) -> grpc.aio.Server:
+    server = grpc.aio.server(options=wire.CHANNEL_OPTIONS)
+    api_pb2_grpc.add_APIServicer_to_server(APIServicer(store, bookmark_interval), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (api_pb2.DESCRIPTOR.services_by_name["API"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(names[0], health_pb2.HealthCheckResponse.SERVING)
+    return server
