@@ -29,8 +29,56 @@ def run_async(coro):
         return asyncio.run(coro)
 
 
+# Commands that live in other modules, imported only when used, so `kubemu get` does not pay
+# for importing the node agent. name -> "module:attribute" (a click.Command).
+LAZY_COMMANDS = {
+    # kubectl-style client commands
+    "apply": "kubemu.cli.kubectl:apply", "create": "kubemu.cli.kubectl:create",
+    "get": "kubemu.cli.kubectl:get", "describe": "kubemu.cli.kubectl:describe",
+    "delete": "kubemu.cli.kubectl:delete", "patch": "kubemu.cli.kubectl:patch",
+    "expose": "kubemu.cli.kubectl:expose", "scale": "kubemu.cli.kubectl:scale",
+    "logs": "kubemu.cli.logs:logs", "rollout": "kubemu.cli.rollout:rollout",
+    # the launcher and cluster chaos
+    "up": "kubemu.cli.cluster:up", "down": "kubemu.cli.cluster:down",
+    "status": "kubemu.cli.cluster:status", "node": "kubemu.cli.cluster:node",
+    # component processes
+    "controller-manager": "kubemu.controllers.cli:command",
+    "nodeagent": "kubemu.nodeagent.cli:command",
+    "dns": "kubemu.dns.cli:command",
+    "cloud-lb": "kubemu.cloudlb.cli:command",
+}
+
+
 class Group(click.Group):
-    """Turn API errors that escape a command into kubectl-style messages."""
+    """Lazily loaded commands; API errors that escape a command become kubectl-style messages."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def _available(self):
+        import importlib.util
+        out = []
+        for name, target in LAZY_COMMANDS.items():
+            module = target.partition(":")[0]
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    out.append(name)
+            except ModuleNotFoundError:
+                pass
+        return out
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        import importlib
+        module, _, attr = LAZY_COMMANDS[name].partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            if name in self._available():
+                raise
+            return None
 
     def invoke(self, ctx):
         try:
