@@ -168,3 +168,9 @@ def apiserver(state_dir: str, *extra: str, port: int | None = None,
         yield proc, address
     finally:
         proc.stop()
+
+
+def run(coro, timeout: float = 60.0):
+    """Run an async test body with a deadline, so a hang fails the test instead of the suite."""
+    import asyncio
+    return asyncio.run(asyncio.wait_for(coro, timeout))

@@ -1,0 +1,218 @@
+"""API semantics against a real API server process: revisions, conflicts, watch, errors."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubemu import errors, objects
+from kubemu.client import Client
+from kubemu.testing import procs
+from kubemu.testing.procs import run
+
+
+def cm(name: str, ns: str = "default", **labels) -> object:
+    """A small object to write: a Lease carries no allocation rules."""
+    obj = objects.new("Lease", name, ns)
+    obj.metadata.labels.update(labels)
+    obj.spec.holderIdentity = name
+    return obj
+
+
+async def collect(watch, n: int, timeout: float = 5.0) -> list:
+    out = []
+
+    async def go():
+        async for batch in watch:
+            out.extend(batch)
+            if len(out) >= n:
+                return
+    await asyncio.wait_for(go(), timeout)
+    return out
+
+
+def test_system_namespaces_exist_from_the_start(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            items, rev = await c.list("Namespace")
+            assert {"default", "kube-system", "kube-node-lease", "kube-public"} <= {i.metadata.name for i in items}
+            assert rev >= 4
+    run(body())
+
+
+def test_revisions_increase_and_stale_update_conflicts(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            a = await c.create(cm("a"))
+            b = await c.create(cm("b"))
+            assert int(b.metadata.resourceVersion) == int(a.metadata.resourceVersion) + 1
+            a.spec.holderIdentity = "changed"
+            a2 = await c.update(a)
+            assert int(a2.metadata.resourceVersion) > int(b.metadata.resourceVersion)
+            a.spec.holderIdentity = "stale"  # still carries the old resourceVersion
+            with pytest.raises(errors.Conflict) as e:
+                await c.update(a)
+            assert 'Operation cannot be fulfilled on leases.coordination.k8s.io "a"' in str(e.value)
+            # a no-op update writes nothing and keeps the revision
+            same = await c.update(a2)
+            assert same.metadata.resourceVersion == a2.metadata.resourceVersion
+    run(body())
+
+
+def test_errors_carry_reasons(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            await c.create(cm("x"))
+            with pytest.raises(errors.AlreadyExists, match='leases.coordination.k8s.io "x" already exists'):
+                await c.create(cm("x"))
+            with pytest.raises(errors.NotFound, match='leases.coordination.k8s.io "nope" not found'):
+                await c.get("Lease", "nope", "default")
+            with pytest.raises(errors.NotFound, match='namespaces "ghost" not found'):
+                await c.create(cm("y", "ghost"))
+            with pytest.raises(errors.BadRequest, match="resource type"):
+                await c.list("Gadget")
+            with pytest.raises(errors.Forbidden, match="may not be deleted"):
+                await c.delete("Namespace", "kube-system")
+            with pytest.raises(errors.BadRequest):
+                await c.patch("Lease", "x", "{not json", "default")
+    run(body())
+
+
+def test_list_selectors(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            await c.create(cm("p1", app="web", tier="fe"))
+            await c.create(cm("p2", app="web", tier="be"))
+            await c.create(cm("p3", app="db"))
+            names = lambda items: sorted(i.metadata.name for i in items)
+            assert names((await c.list("Lease", "default", label_selector="app=web"))[0]) == ["p1", "p2"]
+            assert names((await c.list("Lease", "default", label_selector="app=web,tier!=fe"))[0]) == ["p2"]
+            assert names((await c.list("Lease", "default", label_selector="app in (db, x)"))[0]) == ["p3"]
+            assert names((await c.list("Lease", "default", label_selector="app notin (web)"))[0]) == ["p3"]
+            assert names((await c.list("Lease", "default", label_selector="tier"))[0]) == ["p1", "p2"]
+            assert names((await c.list("Lease", "default", label_selector="!tier"))[0]) == ["p3"]
+            assert names((await c.list("Lease", "default", field_selector="metadata.name=p2"))[0]) == ["p2"]
+            assert names((await c.list("Lease", "", field_selector="metadata.name!=p2"))[0]) == ["p1", "p3"]
+            with pytest.raises(errors.BadRequest, match="field label not supported"):
+                await c.list("Lease", "default", field_selector="spec.bogus=1")
+            with pytest.raises(errors.BadRequest, match="unable to parse"):
+                await c.list("Lease", "default", label_selector="a in b")
+    run(body())
+
+
+def test_watch_replays_exactly_the_later_events(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            first = await c.create(cm("w0"))
+            start = int(first.metadata.resourceVersion)
+            for i in range(1, 6):
+                await c.create(cm(f"w{i}"))
+            await c.delete("Lease", "w2", "default")
+            events = await collect(c.watch("Lease", "default", resource_version=start), 6)
+            assert [(e.type, e.object.metadata.name) for e in events] == [
+                ("ADDED", "w1"), ("ADDED", "w2"), ("ADDED", "w3"), ("ADDED", "w4"), ("ADDED", "w5"),
+                ("DELETED", "w2")]
+            revs = [e.resource_version for e in events]
+            assert revs == sorted(revs) and revs[0] == start + 1
+    run(body())
+
+
+def test_watch_label_selector_sees_objects_leave_and_enter(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            o = await c.create(cm("sel", app="web"))
+            w = c.watch("Lease", "default", resource_version=int(o.metadata.resourceVersion),
+                        label_selector="app=web")
+            await c.patch("Lease", "sel", {"metadata": {"labels": {"app": "db"}}}, "default")
+            await c.patch("Lease", "sel", {"metadata": {"labels": {"app": "web"}}}, "default")
+            events = await collect(w, 2)
+            assert [e.type for e in events] == ["DELETED", "ADDED"]
+    run(body())
+
+
+def test_bookmarks_arrive_for_idle_watchers(apiserver):
+    async def body():
+        async with Client(apiserver) as c:
+            _, rev = await c.list("Pod")
+            w = c.watch("Pod", "", resource_version=rev)
+            # changes of another kind move the revision; the pod watcher learns it by bookmark
+            last = await c.create(cm("bm"))
+
+            async def bookmark():
+                async for batch in w:
+                    for e in batch:
+                        if e.type == "BOOKMARK" and e.resource_version >= int(last.metadata.resourceVersion):
+                            return e
+            ev = await asyncio.wait_for(bookmark(), 5)
+            assert ev.object is None
+    run(body())
+
+
+def test_too_old_after_compaction(tmp_path):
+    with procs.apiserver(str(tmp_path / "s"), "--history", "20") as (_, address):
+        async def body():
+            async with Client(address) as c:
+                first = await c.create(cm("old"))
+                for i in range(40):
+                    await c.create(cm(f"o{i}"))
+                with pytest.raises(errors.TooOld, match="too old resource version"):
+                    async for _ in c.watch("Lease", "default", resource_version=int(first.metadata.resourceVersion)):
+                        pass
+                # a fresh list gives a revision one can watch from
+                _, rev = await c.list("Lease", "default")
+                w = c.watch("Lease", "default", resource_version=rev)
+                await c.create(cm("new"))
+                events = await collect(w, 1)
+                assert events[0].object.metadata.name == "new"
+        run(body())
+
+
+def test_slow_watcher_is_cut_off_while_others_continue(tmp_path):
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+    import grpc
+    with procs.apiserver(str(tmp_path / "s"), "--max-pending", "1000") as (_, address):
+        async def body():
+            async with Client(address) as writer, Client(address) as fast_client, \
+                    grpc.aio.insecure_channel(address) as raw:
+                _, rev = await writer.list("Lease", "default")
+                # The slow watcher opens a watch and then never reads its stream.
+                requests: asyncio.Queue = asyncio.Queue()
+                await requests.put(api_pb2.WatchRequest(create=api_pb2.WatchCreate(
+                    watch_id=1, kind="Lease", namespace="default", resource_version=rev)))
+
+                async def request_stream():
+                    while True:
+                        yield await requests.get()
+                slow = api_pb2_grpc.APIStub(raw).Watch(request_stream())
+                fast = fast_client.watch("Lease", "default", resource_version=rev)
+                fast_seen = []
+
+                async def read_fast():
+                    async for batch in fast:
+                        fast_seen.extend(batch)
+                        if len(fast_seen) >= 3000:
+                            return
+                reader = asyncio.create_task(read_fast())
+                payload = "x" * 2000
+                for chunk in range(30):
+                    await asyncio.gather(*(writer.create(_big(f"s{chunk}-{i}", payload)) for i in range(100)))
+                await asyncio.wait_for(reader, 30)
+                assert len(fast_seen) == 3000
+                # Reading the slow stream now: what was in flight, then the cut-off.
+                received, status = 0, None
+                async for resp in slow:
+                    received += len(resp.events)
+                    if resp.canceled:
+                        status = resp.status
+                        break
+                assert status is not None and status.reason == "TooOld"
+                assert "fell too far behind" in status.message
+                assert received < 3000
+                slow.cancel()
+        run(body(), 120)
+
+
+def _big(name: str, payload: str):
+    obj = cm(name)
+    obj.metadata.annotations["payload"] = payload
+    return obj
