@@ -41,6 +41,7 @@ LAZY_COMMANDS = {
     # the launcher and cluster chaos
     "up": "kubemu.cli.cluster:up", "down": "kubemu.cli.cluster:down",
     "status": "kubemu.cli.cluster:status", "node": "kubemu.cli.cluster:node",
+    "supervise": "kubemu.cli.cluster:supervise",
     # component processes
     "controller-manager": "kubemu.controllers.cli:command",
     "nodeagent": "kubemu.nodeagent.cli:command",
