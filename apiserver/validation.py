@@ -110,10 +110,12 @@ def max_len_error(length: int) -> str:
 
 
 def regex_error(msg: str, fmt: str, *examples: str) -> str:
+    """Go's RegexError, byte for byte: each example is followed by ", ", and the examples
+    are joined by " or ", hence Kubernetes' "(e.g. 'my-name',  or '123-abc', ..."."""
     if not examples:
         return f"{msg} (regex used for validation is '{fmt}')"
-    shown = " or ".join(f"'{e}'" for e in examples)
-    return f"{msg} (e.g. {shown}, regex used for validation is '{fmt}')"
+    shown = " or ".join(f"'{e}', " for e in examples)
+    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
 
 
 def empty_error() -> str:
