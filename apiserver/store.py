@@ -20,6 +20,7 @@ import datetime
 import json
 import logging
 import secrets
+import time
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -38,8 +39,16 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet: no vowels
 
 
+_now_cache: tuple[int, str] = (0, "")
+
+
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC to the second, as Kubernetes' metav1.Time; formatted once per second."""
+    global _now_cache
+    t = int(time.time())
+    if _now_cache[0] != t:
+        _now_cache = (t, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+    return _now_cache[1]
 
 
 def random_suffix(n: int = 5) -> str:

@@ -21,12 +21,15 @@ def setup_logging(level: str = "info") -> None:
 
 
 def run_async(coro):
-    """Run a component's main coroutine on uvloop when available."""
-    try:
-        import uvloop
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
+    """Run a component's main coroutine on uvloop when available (KUBEMU_LOOP=asyncio to opt out)."""
+    if os.environ.get("KUBEMU_LOOP") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 # Commands that live in other modules, imported only when used, so `kubemu get` does not pay
