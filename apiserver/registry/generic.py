@@ -86,4 +86,6 @@ def _field(msg: Message, name: str) -> object:
     value = getattr(msg, name)
     if isinstance(value, Message):
         return value.SerializeToString(deterministic=True)
+    if hasattr(value, "items"):
+        return dict(value.items())
     return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value

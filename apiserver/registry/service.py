@@ -571,6 +571,12 @@ class _Operation:
             allocator.release(value)
 
 
+def _canonical_ip(ip: str) -> str:
+    """Allocators key on the canonical form; a stored "127.96.0.010" is 127.96.0.10."""
+    parsed = v.parse_ip(ip)
+    return str(parsed) if parsed is not None else ip
+
+
 def _internal(svc: pb.Service, detail: str) -> ApiError:
     """errors.NewInternalError: what Kubernetes returns when a range is exhausted."""
     return ApiError(f"Internal error occurred: {detail}", kind="Service", name=svc.metadata.name)
@@ -736,7 +742,7 @@ class ServiceStrategy(ObjectStrategy):
         spec = obj.spec
         if needs_cluster_ip(spec) and not is_headless(spec):
             for ip in spec.clusterIPs:
-                self._ip_allocator(ip).release(ip)
+                self._ip_allocator(ip).release(_canonical_ip(ip))
         for port in node_ports(spec):
             self.node_ports.release(port)
         if needs_health_check(spec) and spec.healthCheckNodePort > 0:
@@ -750,7 +756,7 @@ class ServiceStrategy(ObjectStrategy):
         for svc in objects_:
             spec = svc.spec
             if needs_cluster_ip(spec) and not is_headless(spec):
-                ips.extend(ip for ip in spec.clusterIPs if v.ip_family(ip) == self.default_family)
+                ips.extend(_canonical_ip(ip) for ip in spec.clusterIPs if v.ip_family(ip) == self.default_family)
             held = dict.fromkeys(node_ports(spec))
             if spec.healthCheckNodePort:
                 held[spec.healthCheckNodePort] = None
@@ -763,6 +769,9 @@ class ServiceStrategy(ObjectStrategy):
 
     def _ip_allocator(self, ip: str) -> IPAllocator:
         return self.ip_allocators.get(v.ip_family(ip), self.ips)
+
+    def _release_ip_later(self, op: _Operation, ip: str) -> None:
+        op.release_later(self._ip_allocator(ip), _canonical_ip(ip))
 
     def _alloc_cluster_ips(self, svc: pb.Service, op: _Operation) -> None:
         spec = svc.spec
@@ -779,10 +788,8 @@ class ServiceStrategy(ObjectStrategy):
                 except AllocationError as e:
                     raise _internal(svc, f"failed to allocate a serviceIP: {e}") from None
                 continue
-            parsed = v.parse_ip(ip)
-            normalized = str(parsed) if parsed is not None else ip
             try:
-                op.allocate(allocator, normalized)
+                op.allocate(allocator, _canonical_ip(ip))
             except AllocationError as e:
                 path = "spec.clusterIP" if i == 0 else f"spec.clusterIPs[{i}]"
                 raise _invalid(svc, invalid(path, ip, str(e))) from None
@@ -800,7 +807,7 @@ class ServiceStrategy(ObjectStrategy):
             return
         if old.spec.type != EXTERNAL_NAME and new.spec.type == EXTERNAL_NAME:
             for ip in old.spec.clusterIPs:
-                op.release_later(self._ip_allocator(ip), ip)
+                self._release_ip_later(op, ip)
         # Up- and downgrades between single and dual stack need a second family, which a
         # one-CIDR cluster does not have; validation rejects them before this point.
 

@@ -349,6 +349,13 @@ def test_static_cluster_ip_out_of_range(strategy, ip):
         "The range of valid IPs is 127.96.0.0/16"]
 
 
+def test_non_canonical_cluster_ip_is_released(strategy):
+    svc = create(strategy, manifest({"clusterIP": "127.96.0.010", "ports": PORTS}))
+    assert strategy.ips.has("127.96.0.10")
+    strategy.release(svc)
+    assert strategy.ips.used == 0
+
+
 def test_first_address_only_on_request(strategy):
     kubernetes = create(strategy, manifest({"clusterIP": "127.96.0.1", "ports": [{"name": "https", "port": 443}]},
                                            name="kubernetes"))
@@ -471,6 +478,12 @@ def test_reapplying_the_same_manifest_keeps_allocated_values(strategy):
     new = update(strategy, old, doc)
     assert new == old  # the store writes nothing for this
     assert new.metadata.generation == 1
+
+
+def test_reapplying_a_headless_selectorless_service(strategy):
+    doc = manifest({"clusterIP": "None", "ports": PORTS})
+    old = create(strategy, doc)
+    assert update(strategy, old, doc) == old
 
 
 def test_cluster_ip_is_immutable(strategy):
