@@ -500,7 +500,7 @@ def _validate_upgrade_downgrade_ip_families(old: pb.Service, new: pb.Service) ->
             if family != new_f[i]:
                 errs.append(invalid("spec.ipFamilies[0]", _go_families(new_f), "may not change once set"))
     elif len(old_f) > len(new_f):
-        # Kubernetes reports clusterIPs here; kept as is.
+        # Kubernetes tests and shows clusterIPs in some of these; kept as it does.
         if not n.clusterIPs:
             errs.append(invalid("spec.ipFamilies[0]", _go_families(new_f), "primary ipFamily can not be unset"))
         if new_f and new_f[0] != old_f[0]:
