@@ -236,7 +236,7 @@ class Store:
     def __init__(self, backend: Backend, strategies: dict[str, Strategy], *, retain: int = 20000,
                  max_pending: int = 10000, max_batch: int = 512):
         self.backend = backend
-        self.strategies = strategies
+        self.strategies = {k: strategies.get(k) or Strategy() for k in objects.KINDS}
         self.retain = retain
         self.max_pending = max_pending
         self.max_batch = max_batch
@@ -453,13 +453,13 @@ class Store:
                 if txn.get(k.kind, meta.namespace, candidate) is None:
                     break
             meta.name = candidate
-        strategy = self.strategies.get(k.kind, Strategy())
+        strategy = self.strategies[k.kind]
         meta.uid = str(uuid.uuid4())
         meta.creationTimestamp = now()
         for f in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.ClearField(f)
         strategy.prepare_for_create(obj)
-        errs = self._validate_meta(k, obj) or strategy.validate(obj)
+        errs = strategy.validate(obj)
         if errs:
             raise Invalid.of(k.kind, meta.name, errs)
         if txn.get(k.kind, meta.namespace, meta.name) is not None:
@@ -468,13 +468,6 @@ class Store:
             return obj
         strategy.allocate(obj)
         return txn.put("ADDED", obj)
-
-    @staticmethod
-    def _validate_meta(k: objects.Kind, obj: Message) -> list[FieldError]:
-        from kubemu.errors import required
-        if not obj.metadata.name:
-            return [required("metadata.name", "name or generateName is required")]
-        return []
 
     def _update(self, txn: _Txn, new: Message, status: bool, dry_run: bool) -> Message:
         k = objects.kind_of(new)
@@ -519,9 +512,9 @@ class Store:
                         "FieldValueForbidden", "metadata.finalizers",
                         f"no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)!r}")])
         result.metadata.resourceVersion = old.metadata.resourceVersion
-        strategy = self.strategies.get(k.kind, Strategy())
+        strategy = self.strategies[k.kind]
         strategy.prepare_for_update(result, old)
-        errs = self._validate_meta(k, result) or (strategy.validate(result) + strategy.validate_update(result, old))
+        errs = strategy.validate(result) + strategy.validate_update(result, old)
         if errs:
             raise Invalid.of(k.kind, result.metadata.name, errs)
         if result == old:
@@ -576,7 +569,7 @@ class Store:
             self._delete_namespace_content(txn, name)
         if propagation == "Orphan":
             self._orphan_dependents(txn, old)
-        strategy = self.strategies.get(kind, Strategy())
+        strategy = self.strategies[kind]
         if kind == "Pod" and old.spec.nodeName:
             if grace is None:
                 grace = old.spec.terminationGracePeriodSeconds if old.spec.HasField("terminationGracePeriodSeconds") else 30
@@ -603,7 +596,7 @@ class Store:
             if not k.namespaced:
                 continue
             for obj in [o for o in txn.items(kind) if o.metadata.namespace == namespace]:
-                self.strategies.get(kind, Strategy()).release(obj)
+                self.strategies[kind].release(obj)
                 txn.put("DELETED", _copy(obj))
 
     def _orphan_dependents(self, txn: _Txn, owner: Message) -> None:
