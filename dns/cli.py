@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 import click
 
@@ -25,7 +26,7 @@ import click
 def command(server, listen, zone, ttl, upstreams, service_ip, cache_size, log_level):
     """Run the cluster DNS server (authoritative for the cluster domain, UDP and TCP)."""
     from kubemu import cluster
-    from kubemu.cli.main import run_async, setup_logging
+    from kubemu.process import run_async, setup_logging
     from kubemu.dns import forward, main
 
     try:
@@ -49,5 +50,7 @@ def command(server, listen, zone, ttl, upstreams, service_ip, cache_size, log_le
         resolved = forward.resolv_conf_upstreams()
     address = cluster.server_address(server)
     setup_logging(log_level)
+    # gRPC logs a cancelled watch stream at DEBUG with a traceback; it is not ours to debug
+    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().level))
     run_async(main.run(server=address, listen=listen, zone=zone, ttl=ttl, upstreams=resolved,
                        service_ip=service_ip, cache_size=cache_size))

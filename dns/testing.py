@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import shutil
 import socket
@@ -251,13 +252,30 @@ def parse_dig(text: str) -> Dig:
                additional=sections["additional"], edns="; EDNS:" in text, text=text)
 
 
+@contextlib.contextmanager
+def dns_process(api: str, log_dir: str, *extra: str, host: str = "127.0.0.1"):
+    """A real `kubemu dns` process on a free port of `host`; yields (Proc, port), always stopped."""
+    from kubemu.testing import procs
+    port = procs.free_port(host)
+    proc = procs.Proc(procs.kubemu_command("dns", "--server", api, "--listen", f"{host}:{port}",
+                                           "--log-level", "debug", *extra),
+                      os.path.join(log_dir, f"dns-{port}.log"))
+    try:
+        procs.wait_port(host, port, 15, proc)
+        yield proc, port
+    finally:
+        proc.stop()
+
+
 def dig_available() -> bool:
     return shutil.which("dig") is not None
 
 
 def dig(host: str, port: int, name: str, qtype: str = "A", *args: str, tcp: bool = False,
         timeout: float = 10.0) -> Dig:
-    """Run the real `dig` (no retries over UDP, so a TC answer is seen as it is)."""
+    """Run the real `dig` (one try; pass `+ignore` to see a truncated UDP answer as it is)."""
+    if not dig_available():
+        raise RuntimeError("dig is not installed: apt-get install dnsutils")
     cmd = ["dig", f"@{host}", "-p", str(port), "+noall", "+comments", "+answer", "+authority",
            "+additional", "+nocookie", "+tries=1", "+time=3",
            "+tcp" if tcp else "+notcp", *args, name, qtype]
