@@ -6,6 +6,7 @@ message in kubectl's words and exit status 1, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -13,23 +14,7 @@ import sys
 import click
 
 from kubemu import errors
-
-
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def run_async(coro):
-    """Run a component's main coroutine on uvloop when available (KUBEMU_LOOP=asyncio to opt out)."""
-    if os.environ.get("KUBEMU_LOOP") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(coro)
-    return asyncio.run(coro)
+from kubemu.process import run_async, setup_logging
 
 
 # Commands that live in other modules, imported only when used, so `kubemu get` does not pay
@@ -45,11 +30,14 @@ LAZY_COMMANDS = {
     "up": "kubemu.cli.cluster:up", "down": "kubemu.cli.cluster:down",
     "status": "kubemu.cli.cluster:status", "node": "kubemu.cli.cluster:node",
     "supervise": "kubemu.cli.cluster:supervise",
+    "proxy": "kubemu.cli.proxy:proxy", "port-forward": "kubemu.cli.proxy:port_forward",
+    "completion": "kubemu.cli.completion:completion",
     # component processes
     "controller-manager": "kubemu.controllers.cli:command",
     "nodeagent": "kubemu.nodeagent.cli:command",
     "dns": "kubemu.dns.cli:command",
     "cloud-lb": "kubemu.cloudlb.cli:command",
+    "ingress-controller": "kubemu.ingress.cli:command",
 }
 
 
@@ -94,11 +82,31 @@ class Group(click.Group):
             sys.exit(130)
 
 
+_CAUSE_BODIES = ("Invalid value", "Required value", "Duplicate value", "Unsupported value",
+                 "Forbidden", "Too long", "Too many", "Not found", "Internal error")
+
+
+def _cause(c: errors.FieldError) -> str:
+    """`field: message`; a cause decoded from the wire carries its whole message as detail."""
+    body = c.detail if c.detail.startswith(_CAUSE_BODIES) else str(c).removeprefix(f"{c.field}: ")
+    return f"{c.field}: {body}" if c.field else body
+
+
 def format_error(e: errors.ApiError) -> str:
     if isinstance(e, errors.Unavailable) or e.reason in ("NoCluster",):
         return f"error: {e.message}"
     if e.reason in ("BadRequest",) and "the server doesn't have a resource type" in e.message:
         return f"error: {e.message}"
+    if isinstance(e, errors.Invalid):
+        # kubectl (cmdutil.CheckErr) words Invalid from the details, one cause inline, several
+        # as a list: `The Service "web" is invalid: spec.ports[0].nodePort: Invalid value: ...`
+        head = f"The {e.kind} {json.dumps(e.name)} is invalid" if (e.kind or e.name) else "The request is invalid"
+        causes = [_cause(c) for c in e.causes]
+        if not causes:
+            return head
+        if len(causes) == 1:
+            return f"{head}: {causes[0]}"
+        return f"{head}: \n" + "\n".join(f"* {c}" for c in causes)
     return f"Error from server ({e.reason}): {e.message}"
 
 
