@@ -48,6 +48,25 @@ class Cluster:
         self.extra_args = list(extra_args)
         self.up_output = ""
 
+    @classmethod
+    def attach(cls, state_dir: str) -> "Cluster":
+        """A running cluster started elsewhere (`kubemu up`), found by its state directory."""
+        from kubemu import cluster as cluster_files
+        info = cluster_files.read(state_dir)
+        if not info:
+            raise RuntimeError(f"no cluster in {state_dir}")
+        self = cls.__new__(cls)
+        self.slot = procs.Slot(-1)
+        self._tmp = None
+        self.state_dir, self.name, self.nodes = state_dir, info.get("name", "default"), len(info.get("nodes", {}))
+        self.server = info["apiserver"]["address"]
+        self.apiserver_port = int(self.server.rpartition(":")[2])
+        host, _, port = info["dns"]["address"].rpartition(":")
+        self.dns_port, self.dns_address = int(port), (host, int(port))
+        self.extra_args, self.up_output = [], ""
+        self._node_ips = {n: v["ip"] for n, v in info.get("nodes", {}).items()}
+        return self
+
     # ------------------------------------------------------------ lifecycle
 
     def up(self, timeout: float = 60.0) -> "Cluster":
@@ -159,6 +178,9 @@ class Cluster:
         return [str(r.rdata) for r in DNSRecord.parse(raw).rr]
 
     def node_ip(self, n: int) -> str:
+        ips = getattr(self, "_node_ips", None)
+        if ips:
+            return ips[f"node-{n}"]
         return f"127.{self.slot.index}.10.{n}"
 
     # ------------------------------------------------------------ chaos
