@@ -7,6 +7,8 @@ that are set, in declaration order, so what a user applied reads back unchanged.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from typing import Any, Iterable
 
@@ -51,6 +53,9 @@ KINDS: dict[str, Kind] = {
         Kind("Deployment", "apps/v1", True, "deployments", ("deploy",), pb.Deployment),
         Kind("ReplicaSet", "apps/v1", True, "replicasets", ("rs",), pb.ReplicaSet),
         Kind("Event", "v1", True, "events", ("ev",), pb.Event),
+        Kind("Secret", "v1", True, "secrets", (), pb.Secret),
+        Kind("Ingress", "networking.k8s.io/v1", True, "ingresses", ("ing",), pb.Ingress),
+        Kind("IngressClass", "networking.k8s.io/v1", False, "ingressclasses", (), pb.IngressClass),
     ]
 }
 
@@ -161,6 +166,14 @@ def _scalar(field: FieldDescriptor, value: Any, path: str, container: str = "") 
         if not -limit <= int(value) < limit:
             raise DecodeError(path, f"integer {value} out of range")
         return int(value)
+    if t == FieldDescriptor.TYPE_BYTES:
+        # bytes travel base64-encoded in JSON (Secret.data), as Go's encoding/json does
+        if not isinstance(value, str):
+            raise DecodeError(path, f"expected base64 string, got {_type_name(value)} {value!r}")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise DecodeError(path, f"illegal base64 data: {e}") from None
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DecodeError(path, f"expected number, got {_type_name(value)} {value!r}")
@@ -262,6 +275,8 @@ def _encode(field: FieldDescriptor, value: Any) -> Any:
         vfield = field.message_type.fields_by_name["value"]
         if vfield.message_type is not None:
             return {k: _encode_message(v) for k, v in value.items()}
+        if vfield.type == FieldDescriptor.TYPE_BYTES:
+            return {k: base64.b64encode(v).decode() for k, v in value.items()}
         return dict(value)
     if field.is_repeated:
         if field.message_type is not None:
@@ -269,6 +284,8 @@ def _encode(field: FieldDescriptor, value: Any) -> Any:
         return list(value)
     if field.message_type is not None:
         return _encode_message(value)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode()
     return value
 
 

@@ -6,15 +6,18 @@ from kubemu.apiserver.registry.apps import DeploymentStrategy, ReplicaSetStrateg
 from kubemu.apiserver.registry.base import Strategy
 from kubemu.apiserver.registry.endpointslice import EndpointSliceStrategy
 from kubemu.apiserver.registry.event import EventStrategy
+from kubemu.apiserver.registry.ingress import IngressClassStrategy, IngressStrategy
 from kubemu.apiserver.registry.lease import LeaseStrategy
 from kubemu.apiserver.registry.namespace import NamespaceStrategy
 from kubemu.apiserver.registry.node import NodeStrategy
 from kubemu.apiserver.registry.pod import PodStrategy
+from kubemu.apiserver.registry.secret import SecretStrategy
 from kubemu.apiserver.registry.service import ServiceStrategy
 
 __all__ = ["Strategy", "strategies", "ServiceStrategy", "PodStrategy", "DeploymentStrategy",
            "ReplicaSetStrategy", "EndpointSliceStrategy", "EventStrategy", "LeaseStrategy",
-           "NamespaceStrategy", "NodeStrategy"]
+           "NamespaceStrategy", "NodeStrategy", "SecretStrategy", "IngressStrategy",
+           "IngressClassStrategy"]
 
 
 def strategies(service_cidr: str = "127.96.0.0/16",
@@ -30,6 +33,9 @@ def strategies(service_cidr: str = "127.96.0.0/16",
         "Deployment": DeploymentStrategy(),
         "ReplicaSet": ReplicaSetStrategy(),
         "Event": EventStrategy(),
+        "Secret": SecretStrategy(),
+        "Ingress": IngressStrategy(),
+        "IngressClass": IngressClassStrategy(),
     }
     missing = set(objects.KINDS) - set(out)
     for kind in missing:  # a kind added to the object model gets at least the base rules
