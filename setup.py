@@ -6,7 +6,7 @@ installs as kubemu.<component>, so nothing is installed at the top level under a
 """
 from setuptools import find_packages, setup
 
-COMPONENTS = ["apiserver", "nodeagent", "dns", "controllers", "cloudlb"]
+COMPONENTS = ["apiserver", "nodeagent", "dns", "controllers", "cloudlb", "ingress"]
 
 packages = find_packages(include=["kubemu", "kubemu.*"])
 package_dir = {"kubemu": "kubemu"}

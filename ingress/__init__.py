@@ -1,0 +1,1 @@
+"""kubemu.ingress: the ingress controller (`kubemu ingress-controller`)."""
