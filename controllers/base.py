@@ -23,6 +23,7 @@ from typing import Iterable
 
 from google.protobuf.message import Message
 
+from kubemu import errors
 from kubemu.informer import Informer
 from kubemu.workqueue import WorkQueue, run_worker
 
@@ -146,10 +147,6 @@ class Expectations:
         self._want.pop(key, None)
 
 
-class StaleCache(Exception):
-    """The informer cache has not caught up with this controller's own writes yet."""
-
-
 # ------------------------------------------------------------------ the controller shell
 
 class Controller:
@@ -173,6 +170,15 @@ class Controller:
     async def sync(self, key: str) -> None:
         raise NotImplementedError
 
+    async def _sync_one(self, key: str) -> None:
+        """A Conflict means our cache was behind: retry soon from the (fresher) cache. It is
+        expected under concurrent writers and not worth a warning or a growing backoff."""
+        try:
+            await self.sync(key)
+        except errors.Conflict as e:
+            log.debug("%s: %s: %s; retrying from the cache", self.name, key, e)
+            self.queue.retry(key)
+
     async def _resync_loop(self) -> None:
         assert self.resync_period
         while True:
@@ -182,7 +188,7 @@ class Controller:
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
-        tasks = [asyncio.create_task(run_worker(self.queue, self.sync, name=self.name),
+        tasks = [asyncio.create_task(run_worker(self.queue, self._sync_one, name=self.name),
                                      name=f"{self.name}-{i}") for i in range(self.workers)]
         if self.resync_period:
             tasks.append(asyncio.create_task(self._resync_loop(), name=f"{self.name}-resync"))

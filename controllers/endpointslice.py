@@ -7,8 +7,10 @@ Wiring only; every decision is in endpointslice_reconciler.reconcile. Keys are S
 - A slice change enqueues its Service unless it is the echo of this controller's own write
   (EndpointSliceTracker in Kubernetes): our writes would otherwise double the syncs.
 - Before syncing a Service, the slice cache must have caught up with our last write for it,
-  or the reconciler would see an old slice set and create duplicates; a stale cache fails the
-  sync (StaleCache) and the key is retried with backoff, as Kubernetes does.
+  or the reconciler would see an old slice set and create duplicates. Kubernetes fails such a
+  sync and retries it with backoff; here the key is parked instead, and the echo of our own
+  write (which would otherwise be ignored) re-enqueues it the moment the cache has it: no
+  backoff to wait out, no spinning.
 - Services without a selector get no managed slices: ours are removed if the selector goes
   (Kubernetes leaves them behind; we prefer not to serve stale endpoints). Slices created by
   users (without our managed-by label) are never touched.
@@ -22,7 +24,7 @@ from google.protobuf.message import Message
 from kubemu import errors, objects
 from kubemu.informer import Informer
 
-from kubemu.controllers.base import Controller, StaleCache, index_node_name, pod_ready
+from kubemu.controllers.base import Controller, index_node_name, pod_ready
 from kubemu.controllers import endpointslice_reconciler as rec
 
 log = logging.getLogger("kubemu.controllers.endpointslice")
@@ -79,6 +81,8 @@ class EndpointSliceController(Controller):
         self.max_endpoints = max_endpoints_per_slice
         # slice key -> resourceVersion we wrote ("" for a delete): our own echoes
         self._own: dict[str, str] = {}
+        # Service keys whose sync waits for the slice cache to catch up with our writes
+        self.parked: set[str] = set()
         pods.add_index("labels", _pod_label_keys)
         pods.add_index("node", index_node_name)
         services.add_index("selector", _service_selector_keys)
@@ -126,10 +130,12 @@ class EndpointSliceController(Controller):
         if s.metadata.labels.get(rec.LABEL_MANAGED_BY) != rec.CONTROLLER_NAME and (
                 old is None or old.metadata.labels.get(rec.LABEL_MANAGED_BY) != rec.CONTROLLER_NAME):
             return
+        keys = _slice_service(s) or (_slice_service(old) if old is not None else ())
         own = self._own.pop(objects.key(s), None)
         if own is not None and (own == "" if event == "DELETED" else own == s.metadata.resourceVersion):
-            return
-        for key in _slice_service(s) or (_slice_service(old) if old is not None else ()):
+            keys = [k for k in keys if k in self.parked]
+        for key in keys:
+            self.parked.discard(key)
             self.enqueue(key)
 
     def _on_node(self, event: str, node: Message, old: Message | None) -> None:
@@ -163,7 +169,10 @@ class EndpointSliceController(Controller):
 
     async def sync(self, key: str) -> None:
         if not self.expectations.satisfied(key):
-            raise StaleCache(f"EndpointSlice cache has not caught up with our writes for {key}")
+            self.parked.add(key)
+            self.queue.add_after(key, 1.0)  # a safety net: the echo should come long before
+            return
+        self.parked.discard(key)
         svc = self.services.get(key)
         if svc is None:
             # The Service is gone: its slices go with it through their ownerReference (GC).

@@ -8,10 +8,11 @@ needs nothing here: the API server drops the references to the deleted owner its
 
 Absence is only believed when it is certain: an owner missing from the cache may simply not
 have reached it yet (it was created just before its dependent), so the verdict is confirmed
-with a GET against the API server before anything is deleted, as Kubernetes' collector does.
-Owners seen deleted (DELETED events) are remembered by uid, which spares that GET in the
-common case. Deletes carry a uid precondition, so a dependent re-created under the same name
-in the meantime is never hit.
+with a GET against the API server, as Kubernetes' collector does; owners seen deleted (DELETED
+events) are remembered by uid, which spares that GET in the common case. The dependent itself
+is re-read from the API server before it is touched, and deletes carry uid and
+resourceVersion preconditions: a dependent that changed meanwhile (orphaned, re-created under
+the same name) is judged again, never hit by a stale verdict.
 
 Keys are `Kind/namespace/name` (`Kind//name` for cluster-scoped objects).
 """
@@ -92,6 +93,12 @@ class GarbageCollector(Controller):
             return False
         return owner.metadata.uid == ref.uid
 
+    async def _classify(self, obj: Message, ns: str) -> tuple[list, list]:
+        alive, dangling = [], []
+        for ref in obj.metadata.ownerReferences:
+            (alive if await self._owner_exists(ref, ns) else dangling).append(ref)
+        return alive, dangling
+
     async def sync(self, key: str) -> None:
         kind, ns, name = key.split("/", 2)
         inf = self.informers.get(kind)
@@ -100,21 +107,32 @@ class GarbageCollector(Controller):
         obj = inf.get(f"{ns}/{name}" if ns else name)
         if obj is None or not obj.metadata.ownerReferences or obj.metadata.HasField("deletionTimestamp"):
             return
-        alive, dangling = [], []
-        for ref in obj.metadata.ownerReferences:
-            (alive if await self._owner_exists(ref, ns) else dangling).append(ref)
+        alive, dangling = await self._classify(obj, ns)
+        if not dangling:
+            return
+        # Our cache of the dependent may be behind its owner's: `--cascade=orphan` removes the
+        # reference in the same transaction that deletes the owner, and the owner's DELETED
+        # event can reach us before the dependent's MODIFIED one. So the verdict is taken
+        # again on the dependent as the API server has it now (attemptToDeleteItem does this).
+        try:
+            live = await self.client.get(kind, name, ns)
+        except errors.NotFound:
+            return
+        if live.metadata.uid != obj.metadata.uid or live.metadata.HasField("deletionTimestamp"):
+            return
+        alive, dangling = await self._classify(live, ns)
         if not dangling:
             return
         if not alive:
             log.info("deleting %s %s: its owners are gone", kind, key.split("/", 1)[1])
             try:
                 await self.client.delete(kind, name, ns, propagation_policy="Background",
-                                         precondition_uid=obj.metadata.uid)
+                                         precondition_uid=live.metadata.uid,
+                                         precondition_resource_version=live.metadata.resourceVersion)
             except errors.NotFound:
                 pass
-            except errors.Conflict:
-                pass  # a different object of that name now: not ours to judge
             return
+        obj = live
         new = copy(obj)
         del new.metadata.ownerReferences[:]
         new.metadata.ownerReferences.extend(alive)

@@ -1,10 +1,8 @@
 """The EndpointSlice controller's sync and handlers, on pre-filled caches with a recording client."""
 from __future__ import annotations
 
-import pytest
-
 from kubemu.controllers import endpointslice_reconciler as rec
-from kubemu.controllers.base import StaleCache, copy
+from kubemu.controllers.base import copy
 from kubemu.controllers.endpointslice import EndpointSliceController
 
 from ctrl_helpers import FakeClient, informer, node, pod, put, run, service
@@ -36,12 +34,19 @@ def test_sync_creates_then_a_second_sync_writes_nothing():
     assert client.writes == []
 
 
-def test_sync_refuses_a_cache_that_has_not_seen_our_last_write():
+def test_sync_waits_for_the_cache_to_show_our_last_write():
     c, client = make(three_pods(), [service("web")])
     run(c.sync("default/web"))
-    with pytest.raises(StaleCache):
-        run(c.sync("default/web"))
+    run(c.sync("default/web"))  # the slice cache does not have our slice yet
     assert len(client.writes) == 1  # no duplicate slice
+    assert "default/web" in c.parked
+    c.queue._queue.clear()
+    c.queue._dirty.clear()
+    created = client.writes[0][3]
+    put(c.slices, created, rev=int(created.metadata.resourceVersion))  # the echo wakes it up
+    assert list(c.queue._queue) == ["default/web"]
+    run(c.sync("default/web"))
+    assert len(client.writes) == 1 and not c.parked
 
 
 def test_pod_readiness_change_enqueues_and_updates_one_slice():

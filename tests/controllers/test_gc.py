@@ -23,7 +23,10 @@ def child(name, *owners):
 
 
 def make(pods=(), rss=(), services=(), client=None):
+    """The caches hold pods, rss and services; the API server holds the pods (dependents)."""
     client = client or FakeClient()
+    for p in pods:
+        client.objects[("Pod", p.metadata.namespace, p.metadata.name)] = p
     informers = {"Pod": informer("Pod", *pods), "ReplicaSet": informer("ReplicaSet", *rss),
                  "Service": informer("Service", *services)}
     return GarbageCollector(client, informers=informers), client
@@ -42,6 +45,17 @@ def test_dependent_of_a_vanished_owner_is_deleted_with_uid_precondition():
     assert client.verbs() == [("delete", "Pod", "default/p")]
     kw = client.writes[0][3]
     assert kw["precondition_uid"] == "uid-p" and kw["propagation_policy"] == "Background"
+    assert kw["precondition_resource_version"] == "1"
+
+
+def test_verdict_is_retaken_on_the_live_dependent():
+    """The owner was deleted with --cascade=orphan; our cache still shows the reference."""
+    owner = rs()
+    cached = child("p", owner)
+    gc, client = make([cached], [])
+    client.objects[("Pod", "default", "p")] = pod("p")  # the API server already dropped the reference
+    run(gc.sync("Pod/default/p"))
+    assert client.writes == []
 
 
 def test_owner_missing_from_cache_but_present_on_the_server_is_not_collected():
