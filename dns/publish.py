@@ -102,7 +102,9 @@ class Publisher:
                 backoff = 0.1
                 wait = resync
             except errors.ApiError as e:
-                log.warning("publishing %s/%s: %s; retrying in %.1fs", NAMESPACE, NAME, e, backoff)
+                # Unavailable is expected while the API server starts alongside us
+                level = logging.DEBUG if isinstance(e, errors.Unavailable) else logging.WARNING
+                log.log(level, "publishing %s/%s: %s; retrying in %.1fs", NAMESPACE, NAME, e, backoff)
                 wait, backoff = backoff, min(backoff * 2, 5.0)
             try:
                 await asyncio.wait_for(self._kick.wait(), wait)

@@ -177,3 +177,12 @@ def test_bad_flags_are_one_line_errors(tmp_path):
     out = subprocess.run(procs.kubemu_command("dns", "--server", "127.0.0.1:1", "--upstream", "dns.google"),
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--upstream" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigterm_before_first_sync_exits_cleanly(tmp_path):
+    api = f"127.0.0.1:{procs.free_port()}"   # nothing listens there
+    with t.dns_process(api, str(tmp_path), "--upstream", "none") as (proc, port):
+        assert t.query("127.0.0.1", port, "default.svc.cluster.local").header.rcode == RCODE.SERVFAIL
+        proc.signal(signal.SIGTERM)
+        assert proc.popen.wait(10) == 0
+        assert "Traceback" not in proc.output()
