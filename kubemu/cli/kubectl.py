@@ -14,10 +14,8 @@ failures at the end, as kubectl does.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import functools
-import json
 import signal
 import sys
 import time
