@@ -7,7 +7,7 @@ import pytest
 
 from kubemu.testing import procs
 
-from ctrl_helpers import Cluster, FakeClient
+from ctrl_helpers import Cluster, FakeClient, ready_nodes, run
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def cluster(tmp_path_factory):
                 c.start_controller_manager()
                 for n in (1, 2, 3):
                     c.start_node(n, "--ready-delay", "0.2")
+                procs.wait_for(lambda: run(ready_nodes(address)) == 3, 20, 0.1, message="3 Ready nodes")
                 yield c
                 c.check_alive()
                 out = c.cm.output()

@@ -232,6 +232,13 @@ class Cluster:
             raise RuntimeError("controller manager died:\n" + self.cm.output()[-3000:])
 
 
+async def ready_nodes(address: str) -> int:
+    from kubemu.client import Client
+    async with Client(address) as client:
+        nodes, _ = await client.list("Node")
+        return sum(1 for n in nodes for c in n.status.conditions if c.type == "Ready" and c.status == "True")
+
+
 async def eventually(fn, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
     """Await `fn()` (sync or async) until it returns something truthy."""
     deadline = time.monotonic() + timeout

@@ -6,12 +6,14 @@ in a namespace of its own. The node-failure test runs last and brings its node b
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
 
 from kubemu import objects
 from kubemu.client import Client
+from kubemu.testing import procs
 
 from kubemu.controllers.base import parse_time
 from kubemu.controllers.deployment import REVISION
@@ -247,6 +249,39 @@ def test_unschedulable_pod_says_why(cluster):
             ev = (await eventually(event))[0]
             assert ev.type == "Warning" and ev.source.component == "default-scheduler"
             assert ev.involvedObject.name == "picky"
+    run(body())
+
+
+def test_rollout_restart_status_history_undo_cli(cluster):
+    def kubemu(*args):
+        out = subprocess.run(procs.kubemu_command(*args, "-n", "cli", "--server", cluster.address),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    async def body():
+        client, view = await setup(cluster, "cli", 2)
+        try:
+            await eventually(lambda: len(view.ready()) == 2, message="2 ready endpoints")
+            before = {e.targetRef.name for e in view.ready().values()}
+            assert kubemu("rollout", "restart", "deployment/web") == "deployment.apps/web restarted\n"
+            status = await asyncio.to_thread(kubemu, "rollout", "status", "deployment/web", "--timeout", "40s")
+            assert status.rstrip().endswith('deployment "web" successfully rolled out'), status
+            await eventually(lambda: len(view.ready()) == 2 and not (before & {e.targetRef.name for e in view.ready().values()}),
+                             message="restarted pods in the endpoints")
+            history = kubemu("rollout", "history", "deployment/web")
+            assert history.splitlines()[:4] == ["deployment.apps/web ", "REVISION  CHANGE-CAUSE",
+                                                "1         <none>", "2         <none>"], history
+            assert "Pod Template:" in kubemu("rollout", "history", "deployment/web", "--revision", "2")
+            assert kubemu("rollout", "undo", "deployment/web") == "deployment.apps/web rolled back\n"
+            status = await asyncio.to_thread(kubemu, "rollout", "status", "deployment/web", "--timeout", "40s")
+            assert status.rstrip().endswith("successfully rolled out")
+            d = await client.get("Deployment", "web", "cli")
+            assert d.metadata.annotations[REVISION] == "3"
+            assert "kubectl.kubernetes.io/restartedAt" not in d.spec.template.metadata.annotations
+        finally:
+            view.stop()
+            await client.close()
     run(body())
 
 
