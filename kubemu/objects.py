@@ -167,11 +167,12 @@ def _scalar(field: FieldDescriptor, value: Any, path: str, container: str = "") 
             raise DecodeError(path, f"integer {value} out of range")
         return int(value)
     if t == FieldDescriptor.TYPE_BYTES:
-        # bytes travel base64-encoded in JSON (Secret.data), as Go's encoding/json does
+        # bytes travel base64-encoded in JSON (Secret.data), as Go's encoding/json does; its
+        # decoder skips line breaks, so a YAML block of wrapped base64 decodes too
         if not isinstance(value, str):
             raise DecodeError(path, f"expected base64 string, got {_type_name(value)} {value!r}")
         try:
-            return base64.b64decode(value, validate=True)
+            return base64.b64decode(value.replace("\n", "").replace("\r", ""), validate=True)
         except (binascii.Error, ValueError) as e:
             raise DecodeError(path, f"illegal base64 data: {e}") from None
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
