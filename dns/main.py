@@ -125,7 +125,11 @@ async def run(*, server: str, listen: str, zone: str = "cluster.local", ttl: int
     builder = SnapshotBuilder(zone, ttl=ttl, nameservers=[service_ip or host])
     dns = DnsServer(builder.build(synced=False), cache_size=cache_size,
                     forwarder=Forwarder(upstreams) if upstreams else None)
-    await dns.start(host, port)
+    try:
+        await dns.start(host, port)
+    except OSError as e:
+        log.error("cannot listen on %s: %s", listen, e.strerror or e)
+        raise SystemExit(1) from None
     log.info("serving %s on %s:%d (UDP+TCP), upstreams %s", builder.zone, host, port,
              ", ".join(f"{h}:{p}" for h, p in upstreams) or "none")
 

@@ -186,3 +186,16 @@ def test_sigterm_before_first_sync_exits_cleanly(tmp_path):
         proc.signal(signal.SIGTERM)
         assert proc.popen.wait(10) == 0
         assert "Traceback" not in proc.output()
+
+
+def test_a_busy_port_is_a_one_line_error():
+    import socket
+    import subprocess
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        out = subprocess.run(procs.kubemu_command("dns", "--server", "127.0.0.1:1", "--listen",
+                                                  f"127.0.0.1:{port}"),
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "cannot listen on" in out.stderr and "Traceback" not in out.stderr
