@@ -31,7 +31,7 @@ LAZY_COMMANDS = {
     "status": "kubemu.cli.cluster:status", "node": "kubemu.cli.cluster:node",
     "supervise": "kubemu.cli.cluster:supervise",
     "proxy": "kubemu.cli.proxy:proxy", "port-forward": "kubemu.cli.proxy:port_forward",
-    "completion": "kubemu.cli.completion:completion",
+    "completion": "kubemu.cli.completion:completion", "wait": "kubemu.cli.wait:wait",
     # component processes
     "controller-manager": "kubemu.controllers.cli:command",
     "nodeagent": "kubemu.nodeagent.cli:command",
