@@ -214,6 +214,7 @@ async def run(*, server: str, listen_ip: str, http_port: int = 80, https_port: i
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(stop.wait(), name="stop")
     tasks: list[asyncio.Task] = []
+    reporter: asyncio.Task | None = None
     try:
         starting = asyncio.create_task(ctl.start(), name="ingress-sync")
         done, _ = await asyncio.wait([waiter, starting], return_when=asyncio.FIRST_COMPLETED)
@@ -231,7 +232,8 @@ async def run(*, server: str, listen_ip: str, http_port: int = 80, https_port: i
             ctl.publisher = publish.Publisher(client, listen_ip=listen_ip, http_port=listeners[0].port,
                                               https_port=listeners[1].port)
             tasks.append(asyncio.create_task(ctl.publisher.run(), name="publish"))
-            tasks.append(asyncio.create_task(report_port_fallback(client, listeners), name="report-ports"))
+            reporter = asyncio.create_task(report_port_fallback(client, listeners), name="report-ports")
+        # every task in `tasks` runs forever: one that ends is a failure
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             if t is not waiter and not t.cancelled() and t.exception() is not None:
@@ -241,9 +243,10 @@ async def run(*, server: str, listen_ip: str, http_port: int = 80, https_port: i
         for lst in listeners:
             lst.server.close()
         await asyncio.gather(http_proxy.shutdown(SHUTDOWN_GRACE), https_proxy.shutdown(SHUTDOWN_GRACE))
-        for t in [waiter, *tasks]:
+        rest = [waiter, *tasks, *([reporter] if reporter else [])]
+        for t in rest:
             t.cancel()
-        await asyncio.gather(waiter, *tasks, return_exceptions=True)
+        await asyncio.gather(*rest, return_exceptions=True)
         ctl.status_queue.shutdown()
         pool.close()
         await client.close()

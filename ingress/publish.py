@@ -30,7 +30,7 @@ NAME = "ingress-kubemu"
 SLICE_NAME = "ingress-kubemu-controller"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
-MANAGER = CONTROLLER
+MANAGER = "ingress-controller.kubemu.io"  # a label value: no "/"
 LABELS = {"app.kubernetes.io/name": "ingress-kubemu", "app.kubernetes.io/component": "controller"}
 PORTS = (("http", 80), ("https", 443))
 
