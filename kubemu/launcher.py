@@ -62,6 +62,12 @@ class Config:
     def node_pod_cidr(self, n: int) -> str:
         return str(list(ipaddress.ip_network(self.pod_cidr).subnets(new_prefix=24))[n])
 
+    @property
+    def ingress_ip(self) -> str:
+        """The ingress controller's 'pod IP': the last address of the pod CIDR. node-N gets the
+        N-th /24, so no node's pods use it unless a node takes the CIDR's very last /24."""
+        return str(ipaddress.ip_network(self.pod_cidr)[-2])
+
     @classmethod
     def load(cls, state_dir: str) -> "Config":
         with open(os.path.join(state_dir, CONFIG_FILE)) as f:
@@ -140,6 +146,10 @@ def plan(cfg: Config, state_dir: str, nodes: list[str]) -> list[ProcessSpec]:
     if available("kubemu.cloudlb.cli"):
         specs.append(ProcessSpec("cloud-lb", ("cloud-lb", *server, "--pool", cfg.lb_pool),
                                  "control-plane"))
+    if available("kubemu.ingress.cli"):
+        specs.append(ProcessSpec("ingress-controller", (
+            "ingress-controller", *server, "--listen-ip", cfg.ingress_ip, "--http-port", "80",
+            "--https-port", "443"), "control-plane"))
     if available("kubemu.nodeagent.cli"):
         for name in nodes:
             n = node_number(name)
