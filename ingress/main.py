@@ -203,7 +203,7 @@ async def run(*, server: str, listen_ip: str, http_port: int = 80, https_port: i
     client = Client(server)
     ctl = IngressController(client, listen_ip=listen_ip)
     ctl.certs = tls.CertStore(default_ctx)
-    pool = UpstreamPool()
+    pool = UpstreamPool(source=listen_ip)
     http_proxy = Proxy(lambda: ctl.routes, pool, scheme="http", public_port=80)
     https_proxy = Proxy(lambda: ctl.routes, pool, scheme="https", public_port=443)
     listeners = [await bind("http", http_proxy.handle, listen_ip, http_port),

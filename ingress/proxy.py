@@ -60,7 +60,11 @@ class UpstreamConnection:
 class UpstreamPool:
     """Idle keep-alive connections per backend address, most recently used first."""
 
-    def __init__(self, *, max_idle: int = 64, idle_timeout: float = 30.0, connect_timeout: float = 5.0):
+    def __init__(self, *, max_idle: int = 64, idle_timeout: float = 30.0, connect_timeout: float = 5.0,
+                 source: str | None = None):
+        """`source`: the address to connect from, the controller's own ('pod') IP, so backends
+        see the ingress as their client as they would in Kubernetes (not 127.0.0.1)."""
+        self.source = source
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
@@ -79,7 +83,9 @@ class UpstreamPool:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ingress-pool-sweeper")
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address[0], address[1], limit=http1.MAX_HEAD), self.connect_timeout)
+            asyncio.open_connection(address[0], address[1], limit=http1.MAX_HEAD,
+                                    local_addr=(self.source, 0) if self.source else None),
+            self.connect_timeout)
         return UpstreamConnection(address, reader, writer), False
 
     def release(self, conn: UpstreamConnection) -> None:
