@@ -31,6 +31,7 @@ log = logging.getLogger("kubemu.nodeagent.proxy")
 
 BACKLOG = 4096
 ACCEPT_BATCH = 64
+ACCEPT_PAUSE = 0.1  # seconds a listener stops accepting after running out of descriptors
 SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 
 
@@ -92,7 +93,12 @@ class TcpListener:
         self.key = key
         self.route = route
         self.sock = sock
+        self._paused = None
         ctx.loop.add_reader(sock.fileno(), self._accept)
+
+    def _resume(self) -> None:
+        self._paused = None
+        self.ctx.loop.add_reader(self.sock.fileno(), self._accept)
 
     def _accept(self) -> None:
         ctx = self.ctx
@@ -103,7 +109,11 @@ class TcpListener:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("%s: cannot accept: %s", self.key, e)
+                    # The pending connection stays queued and the socket stays readable: stop
+                    # polling it for a moment instead of spinning on the error.
+                    log.error("%s: cannot accept: %s; pausing this listener for %gs", self.key, e, ACCEPT_PAUSE)
+                    self.ctx.loop.remove_reader(self.sock.fileno())
+                    self._paused = self.ctx.loop.call_later(ACCEPT_PAUSE, self._resume)
                 return
             try:
                 c.setblocking(False)
@@ -117,6 +127,8 @@ class TcpListener:
         self.route = route
 
     def close(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
         self.ctx.loop.remove_reader(self.sock.fileno())
         self.sock.close()
 

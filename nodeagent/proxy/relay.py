@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import logging
+import os
 import socket
 import struct
 from typing import Callable, Union
@@ -36,6 +38,15 @@ DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)
 MAX_ATTEMPTS = 8
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+# Bulk transfers move to splice(2): socket -> pipe -> socket without copying the bytes through
+# user space. A read that fills SPLICE_CHUNK bytes at once is the sign of a bulk direction;
+# request/response traffic never gets there and keeps the cheaper path (no pipe per connection).
+SPLICE = hasattr(os, "splice")
+SPLICE_CHUNK = 64 * 1024
+SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -285,7 +296,7 @@ class TcpConnection:
     """The I/O shell of one TcpRelay: executes its commands on two non-blocking sockets."""
 
     __slots__ = ("ctx", "loop", "relay", "picker", "stats", "client", "backend", "cfd", "bfd",
-                 "client_addr", "source", "pending", "timer", "_readers", "_writers")
+                 "client_addr", "source", "pending", "timer", "pipes", "in_pipe", "_readers", "_writers")
 
     def __init__(self, ctx: RelayContext, route, client: socket.socket, client_addr: tuple[str, int]):
         self.ctx = ctx
@@ -303,9 +314,11 @@ class TcpConnection:
         node = ctx.traffic_node(frontend, client_ip)
         picker = self.picker
         self.relay = TcpRelay(lambda tried: picker.pick(client_ip, node=node, exclude=tried))
-        self.pending: list[memoryview | None] = [None, None]
+        self.pending: list[memoryview | None] = [None, None]  # copied bytes waiting toward side
         self.timer = None
-        self._readers = (self._read_client, self._read_backend)
+        self.pipes: list[tuple[int, int] | None] = [None, None]  # splice pipe of data read from side
+        self.in_pipe = [0, 0]
+        self._readers = [self._read_client, self._read_backend]
         self._writers = (self._write_client, self._write_backend)
 
     def start(self) -> None:
@@ -411,6 +424,8 @@ class TcpConnection:
         if m < n:
             self.pending[BACKEND] = memoryview(bytes(view[m:n]))
             self._handle(WriteBlocked(BACKEND))
+        elif n >= SPLICE_CHUNK and SPLICE:
+            self._to_splice(CLIENT)
 
     def _read_backend(self) -> None:
         view = self.ctx.view
@@ -435,28 +450,95 @@ class TcpConnection:
         if m < n:
             self.pending[CLIENT] = memoryview(bytes(view[m:n]))
             self._handle(WriteBlocked(CLIENT))
+        elif n >= SPLICE_CHUNK and SPLICE:
+            self._to_splice(BACKEND)
 
     def _write_client(self) -> None:
-        self._flush(CLIENT, self.client)
+        self._flush(CLIENT)
 
     def _write_backend(self) -> None:
-        self._flush(BACKEND, self.backend)
+        self._flush(BACKEND)
 
-    def _flush(self, side: int, sock: socket.socket) -> None:
-        data = self.pending[side]
+    def _flush(self, side: int) -> None:
+        """The socket toward `side` is writable again: send what waits for it."""
+        if self.pipes[1 - side] is not None:
+            if not self._splice_out(1 - side):
+                return
+        else:
+            data = self.pending[side]
+            try:
+                m = (self.client if side == CLIENT else self.backend).send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._handle(ConnectionReset(side))
+                return
+            if m < len(data):
+                self.pending[side] = data[m:]
+                return
+            self.pending[side] = None
+        self.loop.remove_writer(self._fd(side))
+        self._handle(WriteDrained(side))
+
+    # -------------------------------------------------------- splice(2) for bulk directions
+
+    def _to_splice(self, side: int) -> None:
+        """From now on, data read from `side` goes through a pipe (nothing is pending now)."""
         try:
-            m = sock.send(data)
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # out of descriptors: the copying path still works
+        try:
+            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # over the user's pipe-buffer quota: the default 64 KiB pipe
+        self.pipes[side] = (r, w)
+        self._readers[side] = self._splice_client if side == CLIENT else self._splice_backend
+        self.loop.add_reader(self._fd(side), self._readers[side])
+
+    def _splice_client(self) -> None:
+        self._splice_in(CLIENT)
+
+    def _splice_backend(self) -> None:
+        self._splice_in(BACKEND)
+
+    def _splice_in(self, side: int) -> None:
+        try:
+            n = os.splice(self._fd(side), self.pipes[side][1], PIPE_SIZE, flags=SPLICE_FLAGS)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._handle(ConnectionReset(side))
             return
-        if m < len(data):
-            self.pending[side] = data[m:]
+        if not n:
+            self._handle(EofReceived(side))
             return
-        self.pending[side] = None
-        self.loop.remove_writer(self._fd(side))
-        self._handle(WriteDrained(side))
+        if side == CLIENT:
+            self.stats.bytes_to_endpoint += n
+        else:
+            self.stats.bytes_to_client += n
+        self.in_pipe[side] = n
+        self._splice_out(side)
+
+    def _splice_out(self, side: int) -> bool:
+        """Move the pipe's bytes read from `side` to the other socket; False if it is full."""
+        other = 1 - side
+        r = self.pipes[side][0]
+        dst = self._fd(other)
+        left = self.in_pipe[side]
+        while left:
+            try:
+                left -= os.splice(r, dst, left, flags=SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                self.in_pipe[side] = left
+                self._handle(WriteBlocked(other))
+                return False
+            except OSError:
+                self.in_pipe[side] = left
+                self._handle(ConnectionReset(other))
+                return False
+        self.in_pipe[side] = 0
+        return True
 
     # -------------------------------------------------------- closing
 
@@ -478,6 +560,11 @@ class TcpConnection:
                 except OSError:
                     pass
             sock.close()
+        for p in self.pipes:
+            if p is not None:
+                os.close(p[0])
+                os.close(p[1])
+        self.pipes = [None, None]
         self.backend = None
         self.stats.active -= 1
         self.ctx.connections.discard(self)
@@ -492,12 +579,18 @@ class TcpConnection:
 # ---------------------------------------------------------------- UDP
 
 UDP_BATCH = 64  # datagrams read per readiness callback before yielding to the loop
+# A flow that was one datagram and its answer (a DNS lookup from a fresh source port) is done:
+# it goes after this much idleness instead of the full idle timeout, as conntrack keeps an
+# unassured UDP entry far shorter than an assured one. Flows are capped per listener so a
+# client spraying source ports cannot run the agent out of descriptors.
+UDP_ANSWERED_TIMEOUT = 1.0
+MAX_FLOWS = 16384
 
 
 class UdpFlow:
     """One client address's flow: a socket connected to its endpoint, bound to the source."""
 
-    __slots__ = ("owner", "sock", "fd", "endpoint", "client_addr", "last")
+    __slots__ = ("owner", "sock", "fd", "endpoint", "client_addr", "last", "sent", "answered")
 
     def __init__(self, owner: "UdpRelay", sock: socket.socket, endpoint: Endpoint,
                  client_addr: tuple[str, int], now: float):
@@ -507,6 +600,8 @@ class UdpFlow:
         self.endpoint = endpoint
         self.client_addr = client_addr
         self.last = now
+        self.sent = 0
+        self.answered = False
 
     def on_reply(self) -> None:
         owner = self.owner
@@ -529,6 +624,7 @@ class UdpFlow:
                 pass
             stats.packets_to_client += 1
             stats.bytes_to_client += n
+        self.answered = True
         self.last = owner.ctx.loop.time()
 
 
@@ -570,6 +666,7 @@ class UdpRelay:
                     stats.failed += 1
                     continue
             flow.last = now
+            flow.sent += 1
             try:
                 flow.sock.send(view[:n])
             except (BlockingIOError, InterruptedError):
@@ -590,6 +687,8 @@ class UdpRelay:
 
     def _open(self, addr: tuple[str, int], now: float) -> UdpFlow | None:
         ctx = self.ctx
+        if len(self.flows) >= MAX_FLOWS:
+            return None
         frontend = self.route.frontend
         client_ip = addr[0]
         ep = self.route.picker.pick(client_ip, node=ctx.traffic_node(frontend, client_ip))
@@ -628,13 +727,16 @@ class UdpRelay:
         self._close_flow(flow)
 
     def _schedule_sweep(self) -> None:
-        period = max(0.05, min(self.ctx.udp_idle_timeout / 2, 5.0))
+        period = max(0.05, min(self.ctx.udp_idle_timeout, UDP_ANSWERED_TIMEOUT) / 2)
         self._sweeper = self.ctx.loop.call_later(period, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
-        cutoff = self.ctx.loop.time() - self.ctx.udp_idle_timeout
-        for flow in [f for f in self.flows.values() if f.last < cutoff]:
+        now = self.ctx.loop.time()
+        cutoff = now - self.ctx.udp_idle_timeout
+        done = now - min(UDP_ANSWERED_TIMEOUT, self.ctx.udp_idle_timeout)
+        for flow in [f for f in self.flows.values()
+                     if f.last < cutoff or (f.last < done and f.sent == 1 and f.answered)]:
             self._close_flow(flow)
         if self.flows:
             self._schedule_sweep()

@@ -195,6 +195,25 @@ def test_udp_service_flows_and_idle_timeout(proxy_env):
     wait_for(lambda: _udp_unanswered(vip, 53), 10, message="UDP with no endpoints to go unanswered")
 
 
+def test_udp_answered_one_shot_flows_go_first(proxy_env):
+    env = proxy_env
+    env.add_node(1)
+    proxy = env.start_proxy(1)  # the default idle timeout: 30 s
+    vip = env.service("dns", ports=[{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]).spec.clusterIP
+    pod = env.start_pod("udp-0", 1, http_ports=(), udp_ports=(5353,))
+    env.endpoints("dns", [pod], ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])
+    wait_answers(lambda: udp_ask(vip, 53), {"udp-0"})
+    active = 'kubemu_proxy_active_connections{namespace="default",service="dns",port="dns",protocol="UDP"} '
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(3):
+            assert udp_ask(vip, 53, sock=s) == "udp-0"
+        # the lookups on fresh sockets (one query, one answer each) are closed within ~1 s;
+        # the conversation on `s` stays open
+        wait_for(lambda: active + "1" in proxy.render_metrics(), 5, message="one-shot flows closed")
+        assert udp_ask(vip, 53, sock=s) == "udp-0"
+        assert active + "1" in proxy.render_metrics()
+
+
 def _udp_unanswered(host, port):
     try:
         udp_ask(host, port, timeout=0.3)
