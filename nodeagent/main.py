@@ -40,7 +40,12 @@ def _proxy_class():
     if importlib.util.find_spec("kubemu.nodeagent.proxy") is None:
         log.warning("kubemu.nodeagent.proxy is not available: running without the service proxy")
         return None
-    from kubemu.nodeagent.proxy import Proxy
+    try:
+        from kubemu.nodeagent.proxy import Proxy
+    except ImportError as e:
+        # Pods still run without it; the error says what is missing.
+        log.error("the service proxy cannot be loaded (%s): running without it", e)
+        return None
     return Proxy
 
 
@@ -65,7 +70,8 @@ async def run(*, server: str, name: str, node_ip: str, pod_cidr: str, kubelet_po
         proxy = proxy_cls(client, node_name=name, node_ip=node_ip, services_informer=services,
                           slices_informer=slices, nodes_informer=nodes)
     agent_server = AgentServer(kubelet, host=node_ip, port=kubelet_port,
-                               extra_metrics=proxy.render_metrics if proxy is not None else None)
+                               extra_metrics=proxy.render_metrics if proxy is not None else None,
+                               healthy=lambda: kubelet.started.is_set() and reporter.registered.is_set())
     await agent_server.start()
 
     stop = asyncio.Event()

@@ -27,6 +27,7 @@ from kubemu.v1 import objects_pb2 as pb
 from kubemu.workqueue import WorkQueue, run_worker
 
 from kubemu.nodeagent.kubelet import ipam, logs
+from kubemu.nodeagent.kubelet.events import WARNING, EventRecorder
 from kubemu.nodeagent.kubelet.process import Reaper
 from kubemu.nodeagent.kubelet.status import now_rfc3339
 from kubemu.nodeagent.kubelet.worker import PodWorker
@@ -51,7 +52,7 @@ class Metrics:
 class Kubelet:
     def __init__(self, client: Client, *, node_name: str, node_ip: str, pod_cidr: str, state_dir: str,
                  pods: Informer, services: Informer, backoff: tuple[float, float] = (10.0, 300.0),
-                 workers: int = 16, resync_period: float = 60.0):
+                 workers: int = 64, resync_period: float = 60.0):
         self.client = client
         self.node_name = node_name
         self.node_ip = node_ip
@@ -66,6 +67,7 @@ class Kubelet:
         self.queue = WorkQueue(base_delay=0.05, max_delay=10.0)
         self.workers: dict[str, PodWorker] = {}
         self.metrics = Metrics()
+        self.events = EventRecorder(client, node_name)
         self.started = asyncio.Event()
         self.start_time = time.time()
         pods.add_handler(self._on_pod)
@@ -87,7 +89,7 @@ class Kubelet:
         for key in list(self.pods.cache):
             self.queue.add(key)
         await asyncio.gather(*(run_worker(self.queue, self.sync, name="kubelet") for _ in range(self.n_workers)),
-                             self._resync())
+                             self._resync(), self.events.run())
 
     async def _resync(self) -> None:
         """The safety net of level-triggered control: every pod is looked at now and then."""
@@ -147,11 +149,9 @@ class Kubelet:
         w.pod = pod
         if pod.metadata.HasField("deletionTimestamp"):
             if w.finished or (w.terminal and w.running_instances() == 0):
+                # Unlike the kubelet, no final status (phase Succeeded/Failed) is written first:
+                # the pod vanishes a moment later, and churn would pay one more write per pod.
                 w.finished = True
-                try:
-                    await self.write_status(w)
-                except errors.ApiError as e:
-                    log.debug("%s: final status not written: %s", key, e)
                 await self._delete(pod)
                 self.workers.pop(key, None)
                 self._forget(w)
@@ -174,6 +174,8 @@ class Kubelet:
             except ipam.RangeFull as e:
                 for s in w.all_slots:
                     s.record.message = f"failed to allocate a pod IP: {e}"
+                self.events.emit(pod, WARNING, "FailedCreatePodSandBox",
+                                 f"Failed to create pod sandbox: failed to allocate a pod IP: {e}")
                 await self.write_status(w)
                 self.queue.add_after(key, 5.0)
                 return

@@ -1,6 +1,6 @@
 """The agent's own HTTP port (the "kubelet port", `--kubelet-port`, on the node IP).
 
-- `/healthz`: `ok` once the kubelet restored its pods and runs.
+- `/healthz`: `ok` once the Node is registered and the kubelet restored its pods and runs.
 - `/metrics`: Prometheus text, the kubelet's metrics, the proxy's (whatever `metrics()` returns)
   and the process's own (resident memory, open files).
 - `/containerLogs/{namespace}/{pod}/{container}?follow=true&tailLines=N&previous=true`: a
@@ -59,8 +59,10 @@ def process_metrics(start_time: float) -> str:
 
 
 class AgentServer:
-    def __init__(self, kubelet, *, host: str, port: int, extra_metrics: Callable[[], str] | None = None):
+    def __init__(self, kubelet, *, host: str, port: int, extra_metrics: Callable[[], str] | None = None,
+                 healthy: Callable[[], bool] | None = None):
         self.kubelet = kubelet
+        self.healthy = healthy or kubelet.started.is_set
         self.host = host
         self.port = port
         self.extra_metrics = extra_metrics
@@ -119,7 +121,7 @@ class AgentServer:
             await self._send(writer, 405, "method not allowed\n", close=close)
             return True
         if path == "/healthz":
-            ok = self.kubelet.started.is_set()
+            ok = self.healthy()
             await self._send(writer, 200 if ok else 503, "ok" if ok else "starting", close=close)
             return True
         if path == "/metrics":

@@ -23,6 +23,7 @@ from kubemu.v1 import objects_pb2 as pb
 
 from kubemu.nodeagent.kubelet import envvars, images, lifecycle, logs, probes
 from kubemu.nodeagent.kubelet.emulated import EmulatedInstance, PodContext
+from kubemu.nodeagent.kubelet.events import NORMAL, WARNING
 from kubemu.nodeagent.kubelet.process import ProcessInstance, run_command
 from kubemu.nodeagent.kubelet.runtime import ExitInfo, StartError
 from kubemu.nodeagent.kubelet.status import ContainerRecord, Terminated, build_status, now_rfc3339
@@ -45,7 +46,7 @@ class ContainerSlot:
     """A container of the pod spec across its restarts: record, current instance, back-off, probes."""
 
     __slots__ = ("spec", "init", "record", "workload", "instance", "backoff", "restart_at",
-                 "pending_restart", "silent_restart", "probe_task", "spec_bytes")
+                 "pending_restart", "silent_restart", "probe_task", "spec_bytes", "reported")
 
     def __init__(self, spec: pb.Container, init: bool, backoff: lifecycle.Backoff):
         self.spec = spec
@@ -59,6 +60,7 @@ class ContainerSlot:
         self.silent_restart = False  # restored emulated container: start again without counting
         self.probe_task: asyncio.Task | None = None
         self.spec_bytes = spec.SerializeToString()
+        self.reported = False  # the Failed event of a container that cannot start was recorded
         if isinstance(self.workload, images.NotEmulated):
             self.record.reason, self.record.message = self.workload.reason, self.workload.message
         if isinstance(self.workload, images.Emulated):
@@ -256,9 +258,16 @@ class PodWorker:
     async def _maybe_start(self, s: ContainerSlot, now: float) -> float | None:
         r = s.record
         if isinstance(s.workload, images.NotEmulated):
+            if not s.reported:
+                self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {s.workload.reason}: {s.workload.message}")
+                s.reported = True
             r.state, r.reason, r.message = "waiting", s.workload.reason, s.workload.message
             return None
         if now < s.restart_at:
+            if r.reason != "CrashLoopBackOff" or r.state == "terminated":
+                self.k.events.emit(self.pod, WARNING, "BackOff",
+                                   f"Back-off restarting failed container {s.spec.name} in pod "
+                                   f"{self.name}_{self.namespace}({self.uid})")
             if r.state == "terminated":
                 r.last, r.terminated = r.terminated, None
             r.state = "waiting"
@@ -295,12 +304,14 @@ class PodWorker:
                                        log_path, self.k.reaper)
         except envvars.FieldRefError as e:
             r.state, r.reason, r.message = "waiting", "CreateContainerConfigError", str(e)
+            self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {e}")
             return
         started_at = now_rfc3339()
         try:
             await inst.start()
         except StartError as e:
             logs.append_line(log_path, str(e))
+            self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {e}")
             self._record_exit(s, ExitInfo(128, "StartError", str(e)), started_at="", cid=cid)
             self.k.enqueue(self.key)
             return
@@ -374,6 +385,7 @@ class PodWorker:
             if not ok:
                 self.k.metrics.probe_failures += 1
                 log.debug("%s/%s: %s probe failed: %s", self.key, s.spec.name, kind, msg)
+                self.k.events.emit(self.pod, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed: {msg}")
             if kind == "startup":
                 if counter.result is True:
                     r.started = True
@@ -400,6 +412,7 @@ class PodWorker:
 
     def _kill_unhealthy(self, s: ContainerSlot, inst, why: str, probe: pb.Probe) -> None:
         log.info("%s: %s", self.key, why)
+        self.k.events.emit(self.pod, NORMAL, "Killing", why)
         s.record.ready = False
         grace = probe.terminationGracePeriodSeconds if probe.HasField("terminationGracePeriodSeconds") else self._grace()
         inst.terminate()

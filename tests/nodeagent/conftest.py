@@ -73,9 +73,23 @@ class KubeletEnv:
         os.kill(proc.pid, signal.SIGKILL)
         proc.popen.wait(10)
 
+    def restart_apiserver(self, down: Callable[[], None] | None = None) -> None:
+        """Stop the API server, run `down()` while it is away, start it again on the same port
+        and state (the store is durable)."""
+        args, log_path = self.api_proc.args, self.api_proc.log_path
+        self.api_proc.stop()
+        try:
+            if down is not None:
+                down()
+        finally:
+            self.api_proc = procs.Proc(args, log_path)
+            host, port = self.server.rsplit(":", 1)
+            procs.wait_port(host, int(port), 15, self.api_proc)
+
     def stop(self) -> None:
         for proc in self.agents.values():
             proc.stop(10)
+        self.api_proc.stop()
         try:
             self.call_raw(self.client.close(), timeout=5)
         except Exception:

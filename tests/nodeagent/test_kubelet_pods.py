@@ -41,7 +41,7 @@ def test_node_registration_and_lease(kubelet_node):
     ready = {c.type: c for c in node.status.conditions}["Ready"]
     assert ready.status == "True" and ready.lastHeartbeatTime
 
-    lease = env.get("Lease", "node-1", "kube-node-lease")
+    lease = procs.wait_for(lambda: env.get_or_none("Lease", "node-1", "kube-node-lease"), 5, message="the lease")
     assert lease.spec.holderIdentity == "node-1" and lease.spec.leaseDurationSeconds == 40
     first = lease.spec.renewTime
     datetime.datetime.strptime(first, "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -132,6 +132,13 @@ def test_image_not_emulated_waits_with_a_reason(kubelet_node, kubelet_pod):
     assert '"redis:7"' in msg and "nginx" in msg and "command" in msg
     assert pod.status.phase == "Pending"
     assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "False"
+
+    def failed_event():
+        events = env.call(lambda c: c.list("Event", "default"))[0]
+        return [e for e in events if e.involvedObject.name == "redis" and e.reason == "Failed"]
+    ev = procs.wait_for(failed_event, 5, message="a Failed event for the pod")[0]
+    assert ev.type == "Warning" and "ImageNotEmulated" in ev.message
+    assert ev.source.component == "kubelet" and ev.source.host == "node-1"
 
 
 def test_agent_port_serves_healthz_metrics_and_pods(kubelet_node, kubelet_pod):
