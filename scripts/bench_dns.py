@@ -14,7 +14,7 @@ Measures, each the median of --runs runs, servers taken in turn within each run:
     through the API server -> the new answer seen by a client polling the DNS server; measured
     from the write request and from the write's acknowledgement
 
-    scripts/bench dns [--names 10000] [--runs 3] [--duration 8] [--changes 100] [--quick]
+    scripts/bench dns [--names 10000] [--runs 5] [--duration 5] [--changes 100] [--quick]
 
 Needs: dnsperf, dnsmasq (dnsmasq-base), unbound (Debian packages).
 """
@@ -236,8 +236,8 @@ async def programming_latency(api: str, port: int, n: int) -> dict[str, list[flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", type=int, default=10000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per dnsperf run")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per dnsperf run")
     ap.add_argument("--rate", type=int, default=10000, help="queries/s of the latency runs")
     ap.add_argument("--changes", type=int, default=100, help="changes timed for programming latency")
     ap.add_argument("--quick", action="store_true", help="1,000 names, 1 run, 3 s, 20 changes")
@@ -248,6 +248,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: apt-get install dnsperf dnsmasq-base unbound")
 
+    load_before = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="kubemu-bench-dns-")
     slot = procs.claim_slot()
     servers: list[Server] = []
@@ -296,14 +297,23 @@ def main() -> None:
 
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     print()
+    print(f"(machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before and "
+          f"{os.getloadavg()[0]:.1f} after the run)")
+    print()
     print(f"## DNS, {args.names} names, median of {args.runs} runs "
           f"(dnsperf -q 100 -c 4, {args.duration:g} s; latency at {args.rate} qps)")
     print()
+    def ratio(name: str, ref: str, key: str = "qps") -> float:
+        """Median over runs of the per-run ratio: both measured minutes apart at most."""
+        return statistics.median(a / b for a, b in zip(results[name][key], results[ref][key]))
+
     print("| server | queries/s | vs dnsmasq | vs unbound | p50 at {0}/s | p99 at {0}/s |".format(args.rate))
     print("|---|---:|---:|---:|---:|---:|")
     for name, m in med.items():
-        print(f"| {name} | {m['qps']:,.0f} | {m['qps'] / med['dnsmasq']['qps']:.2f} | "
-              f"{m['qps'] / med['unbound']['qps']:.2f} | {m['p50_ms']:.3f} ms | {m['p99_ms']:.3f} ms |")
+        print(f"| {name} | {m['qps']:,.0f} | {ratio(name, 'dnsmasq'):.2f} | "
+              f"{ratio(name, 'unbound'):.2f} | {m['p50_ms']:.3f} ms | {m['p99_ms']:.3f} ms |")
+    print()
+    print("(ratios: median of the per-run ratios; queries/s and latencies: medians over runs)")
     print()
     print(f"## DNS programming latency ({args.changes} changes each)")
     print()
