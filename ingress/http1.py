@@ -13,7 +13,6 @@ What a proxy must get right, and where it is decided here:
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 
 MAX_HEAD = 64 * 1024
@@ -22,7 +21,9 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BODYLESS_STATUS = (204, 304)
 
-Headers = list[tuple[bytes, bytes]]
+# (name as sent, name in lower case, value): the lower-case name is computed once per header,
+# since every decision below looks headers up by it (this is the proxy's hot path).
+Header = tuple[bytes, bytes, bytes]
 
 
 class HttpError(Exception):
@@ -34,73 +35,111 @@ class HttpError(Exception):
         self.message = message
 
 
-@dataclasses.dataclass
-class Request:
-    method: bytes
-    target: bytes
-    version: bytes  # b"HTTP/1.1"
-    headers: Headers
+class Message:
+    """A parsed head: the headers in order, and an index of their values by lower-case name."""
 
-    @property
-    def path(self) -> str:
-        """The path the rules match: origin-form target without the query; absolute-form's path."""
-        t = self.target
+    __slots__ = ("headers", "index")
+
+    def __init__(self, headers: list[Header], index: dict[bytes, list[bytes]] | None = None):
+        self.headers = headers
+        if index is None:
+            index = {}
+            for _, lname, value in headers:
+                found = index.get(lname)
+                if found is None:
+                    index[lname] = [value]
+                else:
+                    found.append(value)
+        self.index = index
+
+    def get(self, lname: bytes) -> bytes | None:
+        found = self.index.get(lname)
+        return found[0] if found else None
+
+    def get_all(self, lname: bytes) -> list[bytes]:
+        return self.index.get(lname, [])
+
+    def tokens(self, lname: bytes) -> set[bytes]:
+        """The comma-separated tokens of every `lname` header, lower case (Connection, TE, ...)."""
+        found = self.index.get(lname)
+        if not found:
+            return set()
+        out = set()
+        for v in found:
+            for t in v.split(b","):
+                t = t.strip()
+                if t:
+                    out.add(t.lower())
+        return out
+
+    def drop(self, lname: bytes) -> None:
+        if lname in self.index:
+            del self.index[lname]
+            self.headers = [h for h in self.headers if h[1] != lname]
+
+
+class Request(Message):
+    __slots__ = ("method", "target", "version", "path", "host")
+
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers: list[Header],
+                 index: dict[bytes, list[bytes]] | None = None):
+        Message.__init__(self, headers, index)
+        self.method = method
+        self.target = target
+        self.version = version  # b"HTTP/1.1"
+        # The authority of an absolute-form target takes precedence over Host (RFC 9112 3.2.2).
+        t = target
         if t.startswith((b"http://", b"https://")):
             rest = t.split(b"://", 1)[1]
             slash = rest.find(b"/")
+            self.host = (rest[:slash] if slash >= 0 else rest).decode("latin-1")
             t = rest[slash:] if slash >= 0 else b"/"
-        for sep in (b"?", b"#"):
-            t = t.split(sep, 1)[0]
-        return t.decode("latin-1") or "/"
-
-    @property
-    def host(self) -> str:
-        """Host header, or the authority of an absolute-form target (which takes precedence)."""
-        t = self.target
-        if t.startswith((b"http://", b"https://")):
-            return t.split(b"://", 1)[1].split(b"/", 1)[0].decode("latin-1")
-        return (get(self.headers, b"host") or b"").decode("latin-1")
-
-
-@dataclasses.dataclass
-class Response:
-    version: bytes
-    status: int
-    reason: bytes
-    headers: Headers
+        else:
+            self.host = (self.get(b"host") or b"").decode("latin-1")
+        q = t.find(b"?")
+        if q >= 0:
+            t = t[:q]
+        h = t.find(b"#")
+        if h >= 0:
+            t = t[:h]
+        # the path the rules match: without query and fragment, as sent (no percent-decoding)
+        self.path = t.decode("latin-1") or "/"
 
 
-def get(headers: Headers, name: bytes) -> bytes | None:
-    for k, v in headers:
-        if k.lower() == name:
-            return v
-    return None
+class Response(Message):
+    __slots__ = ("version", "status", "reason")
+
+    def __init__(self, version: bytes, status: int, reason: bytes, headers: list[Header],
+                 index: dict[bytes, list[bytes]] | None = None):
+        Message.__init__(self, headers, index)
+        self.version = version
+        self.status = status
+        self.reason = reason
 
 
-def get_all(headers: Headers, name: bytes) -> list[bytes]:
-    return [v for k, v in headers if k.lower() == name]
-
-
-def tokens(headers: Headers, name: bytes) -> set[bytes]:
-    """The comma-separated tokens of every `name` header, lower case (Connection, TE, ...)."""
-    out = set()
-    for v in get_all(headers, name):
-        out.update(t.strip().lower() for t in v.split(b",") if t.strip())
-    return out
-
-
-def _parse_headers(lines: list[bytes]) -> Headers:
-    headers: Headers = []
+def _parse_headers(lines: list[bytes], status: int) -> tuple[list[Header], dict[bytes, list[bytes]]]:
+    """Header lines -> (headers, index). A name must be a token right up to the colon: a space
+    before it or a folded line is refused, never guessed at (the classic request smuggling)."""
+    headers: list[Header] = []
+    index: dict[bytes, list[bytes]] = {}
+    token = _TOKEN.fullmatch
     for line in lines:
         if not line:
             continue
-        if line[:1] in (b" ", b"\t"):
-            raise HttpError(400, "obsolete line folding is not supported")
         name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise HttpError(400, f"malformed header line {line[:60]!r}")
-        headers.append((name, value.strip(b" \t")))
-    return headers
+        if not sep or not token(name):
+            if line[:1] in (b" ", b"\t"):
+                raise HttpError(status, "obsolete line folding is not supported")
+            raise HttpError(status, f"malformed header line {line[:60]!r}")
+        lname = name.lower()
+        value = value.strip(b" \t")
+        headers.append((name, lname, value))
+        found = index.get(lname)
+        if found is None:
+            index[lname] = [value]
+        else:
+            found.append(value)
+    return headers, index
 
 
 def parse_request_head(head: bytes) -> Request:
@@ -110,9 +149,9 @@ def parse_request_head(head: bytes) -> Request:
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
     method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
         raise HttpError(505, f"unsupported version {version[:20]!r}")
-    return Request(method, target, version, _parse_headers(lines[1:]))
+    return Request(method, target, version, *_parse_headers(lines[1:], 400))
 
 
 def parse_response_head(head: bytes) -> Response:
@@ -121,7 +160,7 @@ def parse_response_head(head: bytes) -> Response:
     code, _, reason = rest.partition(b" ")
     if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
         raise HttpError(502, f"malformed status line from the backend {lines[0][:80]!r}")
-    return Response(version, int(code), reason, _parse_headers(lines[1:]))
+    return Response(version, int(code), reason, *_parse_headers(lines[1:], 502))
 
 
 # ------------------------------------------------------------------ framing
@@ -130,10 +169,12 @@ def parse_response_head(head: bytes) -> Response:
 Framing = tuple[str, int]
 
 
-def _content_length(headers: Headers, status: int) -> int | None:
-    values = get_all(headers, b"content-length")
+def _content_length(msg: Message, status: int) -> int | None:
+    values = msg.index.get(b"content-length")
     if not values:
         return None
+    if len(values) == 1 and values[0].isdigit():
+        return int(values[0])
     seen = {v.strip() for value in values for v in value.split(b",")}
     if len(seen) != 1:
         raise HttpError(status, "conflicting Content-Length headers")
@@ -143,8 +184,11 @@ def _content_length(headers: Headers, status: int) -> int | None:
     return int(value)
 
 
-def _chunked(headers: Headers, status: int) -> bool:
-    codings = [t.strip().lower() for v in get_all(headers, b"transfer-encoding") for t in v.split(b",") if t.strip()]
+def _chunked(msg: Message, status: int) -> bool:
+    values = msg.index.get(b"transfer-encoding")
+    if not values:
+        return False
+    codings = [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
     if not codings:
         return False
     if codings[-1] != b"chunked":
@@ -153,20 +197,20 @@ def _chunked(headers: Headers, status: int) -> bool:
 
 
 def request_framing(req: Request) -> Framing:
-    if _chunked(req.headers, 400):
-        if get(req.headers, b"content-length") is not None:
+    if _chunked(req, 400):
+        if b"content-length" in req.index:
             raise HttpError(400, "both Transfer-Encoding and Content-Length")
         return ("chunked", 0)
-    n = _content_length(req.headers, 400)
+    n = _content_length(req, 400)
     return ("length", n) if n else ("none", 0)
 
 
 def response_framing(method: bytes, resp: Response) -> Framing:
     if method == b"HEAD" or resp.status < 200 or resp.status in _BODYLESS_STATUS:
         return ("none", 0)
-    if _chunked(resp.headers, 502):
+    if _chunked(resp, 502):
         return ("chunked", 0)
-    n = _content_length(resp.headers, 502)
+    n = _content_length(resp, 502)
     if n is None:
         return ("close", 0)
     return ("length", n) if n else ("none", 0)
@@ -184,7 +228,7 @@ def parse_chunk_size(line: bytes) -> int:
 
 
 def client_keep_alive(req: Request) -> bool:
-    conn = tokens(req.headers, b"connection")
+    conn = req.tokens(b"connection")
     if req.version == b"HTTP/1.0":
         return b"keep-alive" in conn
     return b"close" not in conn
@@ -193,7 +237,7 @@ def client_keep_alive(req: Request) -> bool:
 def upstream_reusable(resp: Response, framing: Framing) -> bool:
     if framing[0] == "close":
         return False
-    conn = tokens(resp.headers, b"connection")
+    conn = resp.tokens(b"connection")
     if resp.version == b"HTTP/1.0":
         return b"keep-alive" in conn
     return b"close" not in conn
@@ -202,12 +246,16 @@ def upstream_reusable(resp: Response, framing: Framing) -> bool:
 # ------------------------------------------------------------------ heads the proxy writes
 
 
-def _strip_hop_by_hop(headers: Headers) -> Headers:
-    named = tokens(headers, b"connection")
-    return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+                        b"x-real-ip"})
+_NOT_FORWARDED = HOP_BY_HOP | _FORWARDED
 
 
-_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"})
+def _end_to_end(msg: Message, drop: frozenset[bytes]) -> list[bytes]:
+    """`name: value` lines of the headers that go on to the next hop."""
+    named = msg.tokens(b"connection") if b"connection" in msg.index else ()
+    return [name + b": " + value for name, lname, value in msg.headers
+            if lname not in drop and lname not in named]
 
 
 def upstream_request_head(req: Request, *, client_ip: str, scheme: str, port: int,
@@ -217,26 +265,23 @@ def upstream_request_head(req: Request, *, client_ip: str, scheme: str, port: in
     X-Forwarded-For gets the client's address appended to what the client sent (as Envoy and
     HAProxy do); Proto, Host and Port are set from this hop only, so a client cannot spoof them.
     """
-    headers = [(k, v) for k, v in _strip_hop_by_hop(req.headers) if k.lower() not in _FORWARDED]
-    xff = get_all(headers, b"x-forwarded-for")
-    headers = [(k, v) for k, v in headers if k.lower() != b"x-forwarded-for"]
-    chain = b", ".join([*xff, client_ip.encode()])
+    lines = _end_to_end(req, _NOT_FORWARDED)
+    client = client_ip.encode()
+    xff = req.index.get(b"x-forwarded-for")
     host = req.host.encode("latin-1")
-    if get(headers, b"host") is None and host:
-        headers.insert(0, (b"Host", host))
-    headers += [(b"X-Forwarded-For", chain), (b"X-Real-IP", client_ip.encode()),
-                (b"X-Forwarded-Proto", scheme.encode()), (b"X-Forwarded-Host", host),
-                (b"X-Forwarded-Port", str(port).encode())]
+    if b"host" not in req.index and host:
+        lines.insert(0, b"Host: " + host)
+    lines += [b"X-Forwarded-For: " + (b", ".join([*xff, client]) if xff else client),
+              b"X-Real-IP: " + client, b"X-Forwarded-Proto: " + scheme.encode(),
+              b"X-Forwarded-Host: " + host, b"X-Forwarded-Port: " + str(port).encode()]
     if framing[0] == "chunked":
-        headers.append((b"Transfer-Encoding", b"chunked"))
+        lines.append(b"Transfer-Encoding: chunked")
     if upgrade is not None:
-        headers += [(b"Connection", b"Upgrade"), (b"Upgrade", upgrade)]
+        lines += [b"Connection: Upgrade", b"Upgrade: " + upgrade]
     target = req.target
     if target.startswith((b"http://", b"https://")):
         target = req.path.encode("latin-1") + (b"?" + target.split(b"?", 1)[1] if b"?" in target else b"")
-    lines = [req.method + b" " + target + b" HTTP/1.1"]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    return req.method + b" " + target + b" HTTP/1.1\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def dechunk_for(client_version: bytes, framing: Framing) -> bool:
@@ -252,30 +297,35 @@ def client_response_head(resp: Response, *, keep_alive: bool, framing: Framing,
     closes after it), so no re-framing is needed; neither for chunked bodies, except to an
     HTTP/1.0 client (see `dechunk_for`).
     """
-    headers = _strip_hop_by_hop(resp.headers)
+    lines = _end_to_end(resp, HOP_BY_HOP)
     dechunk = dechunk_for(client_version, framing)
     if framing[0] == "chunked" and not dechunk:
-        headers.append((b"Transfer-Encoding", b"chunked"))
+        lines.append(b"Transfer-Encoding: chunked")
     if not keep_alive or framing[0] == "close" or dechunk:
-        headers.append((b"Connection", b"close"))
+        lines.append(b"Connection: close")
     elif client_version == b"HTTP/1.0":
-        headers.append((b"Connection", b"keep-alive"))
-    lines = [b"HTTP/1.1 " + str(resp.status).encode() + b" " + resp.reason]
-    lines += [k + b": " + v for k, v in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        lines.append(b"Connection: keep-alive")
+    return _status_line(resp) + b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _status_line(resp: Response) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)
 
 
 def interim_response_head(resp: Response) -> bytes:
     """A 1xx response (100 Continue, 103 Early Hints) passed on as the backend sent it."""
-    lines = [b"HTTP/1.1 " + str(resp.status).encode() + b" " + resp.reason]
-    lines += [k + b": " + v for k, v in _strip_hop_by_hop(resp.headers)]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    return _status_line(resp) + b"".join(line + b"\r\n" for line in _end_to_end(resp, HOP_BY_HOP)) + b"\r\n"
+
+
+def switching_protocols_head(resp: Response) -> bytes:
+    """101: passed on whole, Connection and Upgrade included (they are the point of it)."""
+    return _status_line(resp) + b"".join(n + b": " + v + b"\r\n" for n, _, v in resp.headers) + b"\r\n"
 
 
 def upgrade_requested(req: Request) -> bytes | None:
     """The protocol a client asks to switch to (WebSocket), or None."""
-    if b"upgrade" in tokens(req.headers, b"connection"):
-        return get(req.headers, b"upgrade")
+    if b"connection" in req.index and b"upgrade" in req.tokens(b"connection"):
+        return req.get(b"upgrade")
     return None
 
 

@@ -36,18 +36,65 @@ log = logging.getLogger("kubemu.ingress.proxy")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 COPY_SIZE = 256 * 1024
 MAX_DISCARD = 1 << 20
+# Waiting for a write buffer below this to drain is a wasted await: the transport sends on its
+# own, and flow control only matters for bodies bigger than this.
+DRAIN_ABOVE = 64 * 1024
 RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5)
 DEFAULT_BACKEND_BODY = "default backend - 404\n"
 
 
+class Deadlines:
+    """Timeouts for every connection from one periodic check.
+
+    A timer per read (asyncio.timeout, wait_for) costs a timer set and cancelled per request, a
+    measurable share of the proxy's CPU; instead a connection about to wait records its deadline
+    (one dict write), and a sweeper aborts the transports whose deadline passed, which ends the
+    wait with a closed connection. The price is precision: a timeout fires up to `tick` late.
+    """
+
+    def __init__(self, tick: float = 0.25):
+        self.tick = tick
+        self.entries: dict[object, tuple[float, asyncio.StreamWriter]] = {}
+        self._task: asyncio.Task | None = None
+        self._time: Callable[[], float] = time.monotonic
+
+    def arm(self, key: object, seconds: float, writer: asyncio.StreamWriter) -> None:
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._time = loop.time
+            self._task = loop.create_task(self._sweep(), name="ingress-deadlines")
+        self.entries[key] = (self._time() + seconds, writer)
+
+    def disarm(self, key: object) -> None:
+        self.entries.pop(key, None)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            now = self._time()
+            for key, (deadline, writer) in list(self.entries.items()):
+                if deadline <= now:
+                    del self.entries[key]
+                    if isinstance(key, UpstreamConnection):
+                        key.timed_out = True
+                    writer.transport.abort()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.entries.clear()
+
+
 class UpstreamConnection:
-    __slots__ = ("address", "reader", "writer", "idle_since")
+    __slots__ = ("address", "reader", "writer", "idle_since", "timed_out")
 
     def __init__(self, address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.address = address
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        self.timed_out = False
 
     def usable(self) -> bool:
         return not self.reader.at_eof() and not self.writer.is_closing()
@@ -71,22 +118,24 @@ class UpstreamPool:
         self.idle: dict[tuple[str, int], collections.deque[UpstreamConnection]] = {}
         self._sweeper: asyncio.Task | None = None
 
-    async def acquire(self, address: tuple[str, int], *, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
-        """A connection to `address` and whether it was reused from the pool."""
-        if not fresh:
-            idle = self.idle.get(address)
-            while idle:
-                conn = idle.pop()
-                if conn.usable():
-                    return conn, True
-                conn.close()
+    def take(self, address: tuple[str, int]) -> UpstreamConnection | None:
+        """An idle connection to `address` that still looks alive, or None."""
+        idle = self.idle.get(address)
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self, address: tuple[str, int]) -> UpstreamConnection:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ingress-pool-sweeper")
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address[0], address[1], limit=http1.MAX_HEAD,
                                     local_addr=(self.source, 0) if self.source else None),
             self.connect_timeout)
-        return UpstreamConnection(address, reader, writer), False
+        return UpstreamConnection(address, reader, writer)
 
     def release(self, conn: UpstreamConnection) -> None:
         if not conn.usable():
@@ -146,6 +195,7 @@ class Proxy:
         self.response_timeout = response_timeout
         self.connections: set[asyncio.Task] = set()  # one task per client connection
         self.busy: set[asyncio.Task] = set()  # those in the middle of an exchange
+        self.deadlines = Deadlines()
 
     # ------------------------------------------------------------ client side
 
@@ -157,13 +207,16 @@ class Proxy:
         client_ip = peer[0]
         try:
             while True:
+                self.deadlines.arm(writer, self.idle_timeout, writer)
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 except asyncio.LimitOverrunError:
                     writer.write(http1.simple_response(431, "request head too large\n", keep_alive=False))
                     return
+                finally:
+                    self.deadlines.disarm(writer)
                 if task is not None:
                     self.busy.add(task)
                 try:
@@ -199,6 +252,7 @@ class Proxy:
         for t in list(self.connections):
             t.cancel()
         await asyncio.gather(*self.connections, return_exceptions=True)
+        self.deadlines.close()
 
     async def exchange(self, req: http1.Request, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, client_ip: str) -> bool:
@@ -212,11 +266,12 @@ class Proxy:
             keep = keep and await self._discard_body(reader, framing)
             writer.write(http1.simple_response(status, body, keep_alive=keep, head_only=head_only))
             await _drain(writer)
-            log.debug('%s "%s %s" %d', client_ip, req.method.decode(), req.path, status)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug('%s "%s %s" %d', client_ip, req.method.decode(), req.path, status)
             return keep
 
-        if b"100-continue" in http1.tokens(req.headers, b"expect") and req.version == b"HTTP/1.1":
-            req.headers = [(k, v) for k, v in req.headers if k.lower() != b"expect"]
+        if b"expect" in req.index and b"100-continue" in req.tokens(b"expect") and req.version == b"HTTP/1.1":
+            req.drop(b"expect")
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         upgrade = http1.upgrade_requested(req)
         head = http1.upstream_request_head(req, client_ip=client_ip, scheme=self.scheme,
@@ -264,11 +319,15 @@ class Proxy:
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        address: tuple[str, int], keep: bool, *, fresh: bool, upgrade: bool) -> bool:
         idempotent = req.method in IDEMPOTENT
-        try:
-            conn, reused = await self.pool.acquire(address, fresh=fresh)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise UpstreamFailed(f"connect: {e or type(e).__name__}", retryable=True) from None
+        conn = None if fresh else self.pool.take(address)
+        reused = conn is not None
+        if conn is None:
+            try:
+                conn = await self.pool.connect(address)
+            except (OSError, asyncio.TimeoutError) as e:
+                raise UpstreamFailed(f"connect: {e or type(e).__name__}", retryable=True) from None
         done = False
+        self.deadlines.arm(conn, self.response_timeout, conn.writer)
         try:
             up_r, up_w = conn.reader, conn.writer
             try:
@@ -279,15 +338,17 @@ class Proxy:
                     async for piece in _chunks(reader, dechunk=False, client_side=True):
                         up_w.write(piece)
                         await up_w.drain()
-                await up_w.drain()
+                if up_w.transport.get_write_buffer_size() > DRAIN_ABOVE:
+                    await up_w.drain()
                 while True:
                     try:
-                        rhead = await asyncio.wait_for(up_r.readuntil(b"\r\n\r\n"), self.response_timeout)
+                        rhead = await up_r.readuntil(b"\r\n\r\n")
                     except asyncio.LimitOverrunError:
                         raise UpstreamFailed("response head too large", retryable=False) from None
                     resp = http1.parse_response_head(rhead)
                     if resp.status == 101 and upgrade:
-                        writer.write(_raw_head(resp))
+                        self.deadlines.disarm(conn)
+                        writer.write(http1.switching_protocols_head(resp))
                         await _tunnel(reader, writer, up_r, up_w)
                         return False
                     if resp.status >= 200:
@@ -298,14 +359,17 @@ class Proxy:
                 body = None
                 if rframing[0] == "length" and rframing[1] <= COPY_SIZE:
                     # the common small response: read it whole, send head and body in one write
-                    body = await asyncio.wait_for(up_r.readexactly(rframing[1]), self.response_timeout)
-            except asyncio.IncompleteReadError as e:
-                raise UpstreamFailed("the backend closed the connection" if not e.partial else
-                                     "truncated response head", retryable=idempotent or reused) from None
-            except asyncio.TimeoutError:
-                raise UpstreamFailed("timed out waiting for the response", retryable=False, status=504) from None
-            except (ConnectionError, OSError) as e:
+                    body = await up_r.readexactly(rframing[1])
+            except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+                if conn.timed_out:
+                    raise UpstreamFailed("timed out waiting for the response", retryable=False,
+                                         status=504) from None
+                if isinstance(e, asyncio.IncompleteReadError):
+                    raise UpstreamFailed("the backend closed the connection" if not e.partial else
+                                         "truncated response", retryable=idempotent or reused) from None
                 raise UpstreamFailed(str(e) or type(e).__name__, retryable=idempotent or reused) from None
+            finally:
+                self.deadlines.disarm(conn)
 
             dechunk = http1.dechunk_for(req.version, rframing)
             keep = keep and rframing[0] != "close" and not dechunk
@@ -313,7 +377,8 @@ class Proxy:
             try:
                 if body is not None:
                     writer.write(out + body)
-                    await _drain(writer)
+                    if writer.transport.get_write_buffer_size() > DRAIN_ABOVE:
+                        await _drain(writer)
                 else:
                     await self._relay_body(up_r, writer, out, rframing, dechunk)
             except (asyncio.IncompleteReadError, ConnectionError, OSError, HttpError) as e:
@@ -323,8 +388,9 @@ class Proxy:
             if http1.upstream_reusable(resp, rframing):
                 done = True
                 self.pool.release(conn)
-            log.debug('%s "%s %s" %d -> %s:%d', writer.get_extra_info("peername"), req.method.decode(),
-                      req.path, resp.status, *address)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug('%s "%s %s" %d -> %s:%d', writer.get_extra_info("peername"), req.method.decode(),
+                          req.path, resp.status, *address)
             return keep
         finally:
             if not done:
@@ -415,12 +481,6 @@ async def _chunks(reader: asyncio.StreamReader, *, dechunk: bool, client_side: b
         if client_side:
             raise ClientGone() from e
         raise asyncio.IncompleteReadError(b"", None) from e
-
-
-def _raw_head(resp: http1.Response) -> bytes:
-    lines = [b"HTTP/1.1 " + str(resp.status).encode() + b" " + resp.reason]
-    lines += [k + b": " + v for k, v in resp.headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 async def _tunnel(c_r: asyncio.StreamReader, c_w: asyncio.StreamWriter,

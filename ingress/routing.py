@@ -39,6 +39,7 @@ DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
 EXACT, PREFIX, IMPLEMENTATION_SPECIFIC = "Exact", "Prefix", "ImplementationSpecific"
+_MISSING = object()
 
 
 # ------------------------------------------------------------------ which Ingresses are ours
@@ -164,8 +165,20 @@ class RouteTable:
     wildcards: dict[str, HostRoutes] = dataclasses.field(default_factory=dict)  # "foo.com" for "*.foo.com"
     any_host: HostRoutes | None = None
     default: Backend | None = None  # the cluster-wide default backend
+    # Host header as sent -> its rules: the table is immutable once compiled, so this is safe
+    _cache: dict[str, HostRoutes | None] = dataclasses.field(default_factory=dict, repr=False)
 
     def rules_for(self, host: str) -> HostRoutes | None:
+        cache = self._cache
+        found = cache.get(host, _MISSING)
+        if found is _MISSING:
+            found = self._rules_for(host)
+            if len(cache) >= 4096:  # a client cycling through Host headers cannot grow it
+                cache.clear()
+            cache[host] = found
+        return found  # type: ignore[return-value]
+
+    def _rules_for(self, host: str) -> HostRoutes | None:
         h = normalize_host(host)
         found = self.hosts.get(h)
         if found is None and "." in h:
