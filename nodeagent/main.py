@@ -72,7 +72,12 @@ async def run(*, server: str, name: str, node_ip: str, pod_cidr: str, kubelet_po
     agent_server = AgentServer(kubelet, host=node_ip, port=kubelet_port,
                                extra_metrics=proxy.render_metrics if proxy is not None else None,
                                healthy=lambda: kubelet.started.is_set() and reporter.registered.is_set())
-    await agent_server.start()
+    try:
+        await agent_server.start()
+    except OSError as e:
+        log.error("cannot listen on %s:%d (--node-ip, --kubelet-port): %s", node_ip, kubelet_port, e.strerror or e)
+        await client.close()
+        return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -33,6 +33,13 @@ EMULATED_IMAGES = ("nginx", "registry.k8s.io/echoserver", "registry.k8s.io/e2e-t
 
 AGNHOST_SUBCOMMANDS = ("netexec", "serve-hostname", "pause", "porter")
 
+# Base images whose entrypoint only runs what it is given: with `args` and no `command`, their
+# args are the program, as in a cluster (`image: busybox, args: [sleep, "3600"]`).
+_ENTRYPOINTS: dict[str, tuple[str, ...]] = {
+    name: () for name in ("busybox", "alpine", "ubuntu", "debian", "fedora", "centos", "rockylinux",
+                          "python", "node", "golang", "bash", "perl", "ruby")}
+_ENTRYPOINTS["curl"] = ("curl",)
+
 DEFAULT_PORTS = {"nginx": 80, "echoserver": 8080, "hello-app": 8080, "echo": 9000}
 
 
@@ -147,6 +154,8 @@ def resolve(c: pb.Container) -> Workload:
         return _agnhost(c, argv)
     if c.command:
         return Process(tuple(argv))
+    if kind is None and c.args and ref.basename in _ENTRYPOINTS:
+        return Process(_ENTRYPOINTS[ref.basename] + tuple(c.args))
     if kind is None:
         return NotEmulated("ImageNotEmulated", not_emulated_message(c.image))
     if kind == "agnhost":

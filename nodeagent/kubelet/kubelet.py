@@ -111,7 +111,7 @@ class Kubelet:
                 continue
             w = PodWorker(self, pod)
             w.restore(pod)
-            why = self.ipam.reserve(w.ip, w.uid)
+            why = None if pod.spec.hostNetwork else self.ipam.reserve(w.ip, w.uid)
             if why is not None:
                 log.warning("%s: cannot restore pod IP: %s", w.key, why)
                 w.fail("PodIPUnavailable", f"the node agent restarted and cannot give the pod its IP back: {why}")
@@ -168,6 +168,8 @@ class Kubelet:
             return
         if not w.start_time:
             w.start_time = now_rfc3339()
+        if not w.ip and pod.spec.hostNetwork:
+            w.ip = self.node_ip  # the pod shares the node's network: its IP is the node's
         if not w.ip:
             try:
                 w.ip = self.ipam.allocate(w.uid)

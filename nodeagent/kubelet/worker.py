@@ -13,6 +13,7 @@ SIGKILL for what is left. The kubelet then writes the final status and deletes t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -288,6 +289,11 @@ class PodWorker:
         r.terminated = None
         cid = "kubemu://" + secrets.token_hex(16)
         log_path = self.log_path(s)
+        if r.restart_count >= 2:
+            # Keep the current and the previous run's log (`logs -p`), as the kubelet keeps one
+            # dead container per container: a crash loop must not fill the disk.
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path(s, r.restart_count - 2))
         try:
             if isinstance(s.workload, images.Emulated):
                 ctx = PodContext(self.name, self.namespace, self.hostname(), self.ip, self.k.node_name)

@@ -141,20 +141,48 @@ def test_image_not_emulated_waits_with_a_reason(kubelet_node, kubelet_pod):
     assert ev.source.component == "kubelet" and ev.source.host == "node-1"
 
 
+def metrics(env, n: int = 1) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{env.node_ip(n)}:10250/metrics", timeout=2) as r:
+        text = r.read().decode()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
 def test_agent_port_serves_healthz_metrics_and_pods(kubelet_node, kubelet_pod):
     env = kubelet_node
-    env.create(kubelet_pod("metrics-pod", image="registry.k8s.io/pause:3.9"))
+    env.create(kubelet_pod("metrics-pod", image="nginx", readinessProbe={
+        "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}))
     env.wait_ready("metrics-pod")
     base = f"http://{env.node_ip(1)}:10250"
     with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
         assert r.read() == b"ok"
-    with urllib.request.urlopen(base + "/metrics", timeout=2) as r:
-        text = r.read().decode()
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-              if line and not line.startswith("#")}
+    values = metrics(env)
     assert values["kubelet_running_pods"] >= 1
     assert values['kubelet_node_name{node="node-1"}'] == 1
     assert values["process_resident_memory_bytes"] > 10e6
     with urllib.request.urlopen(base + "/pods", timeout=2) as r:
         names = {p["metadata"]["name"] for p in json.loads(r.read())["items"]}
     assert "metrics-pod" in names
+
+
+def test_an_unchanged_pod_is_not_written_again(kubelet_node, kubelet_pod):
+    """Status writes are level-triggered: probes that keep passing write nothing."""
+    env = kubelet_node
+    env.create(kubelet_pod("quiet", image="nginx", readinessProbe={
+        "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}))
+    env.wait_ready("quiet")
+    before = env.get("Pod", "quiet").metadata.resourceVersion
+    probes = metrics(env)["kubelet_started_containers_total"]
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=2.5)  # over two probe periods
+    procs.wait_for(lambda: datetime.datetime.now() > deadline, 5, message="two probe periods")
+    assert env.get("Pod", "quiet").metadata.resourceVersion == before
+    assert metrics(env)["kubelet_started_containers_total"] == probes
+
+
+def test_host_network_pod_uses_the_node_ip(kubelet_node, kubelet_pod):
+    env = kubelet_node
+    env.create(kubelet_pod("hostnet", image="nginx", ports=[{"containerPort": 18080}],
+                           spec={"hostNetwork": True}))
+    pod = env.wait_ready("hostnet")
+    assert pod.status.podIP == pod.status.hostIP == env.node_ip(1)
+    assert "Welcome to nginx!" in http_get(env.node_ip(1), 18080, "/")

@@ -73,6 +73,12 @@ def test_command_runs_any_image_and_unknown_images_wait_with_a_reason():
     # a command on an emulated image is a real program too (the user asked for it)
     assert isinstance(images.resolve(container({"name": "a", "image": "nginx", "command": ["sleep", "1"]})),
                       images.Process)
+    # base images without an entrypoint run their args
+    assert images.resolve(container({"name": "a", "image": "busybox:1.36", "args": ["sleep", "5"]})) == \
+        images.Process(("sleep", "5"))
+    assert images.resolve(container({"name": "a", "image": "curlimages/curl", "args": ["-s", "x"]})) == \
+        images.Process(("curl", "-s", "x"))
+    assert isinstance(images.resolve(container({"name": "a", "image": "busybox"})), images.NotEmulated)
     bad = images.resolve(container({"name": "a", "image": "redis:7"}))
     assert isinstance(bad, images.NotEmulated) and bad.reason == "ImageNotEmulated"
     assert '"redis:7"' in bad.message and "nginx" in bad.message and "command" in bad.message
