@@ -5,6 +5,7 @@ share one API server and one cloud-lb (the `env` fixture) without seeing each ot
 """
 from __future__ import annotations
 
+import datetime
 import re
 import socket
 import subprocess
@@ -256,6 +257,16 @@ def _hammer(ip: str, port: int, stop: threading.Event, results: list, source: st
             results.append((t0, time.monotonic() - t0, None, repr(e)))
 
 
+def _log_time(env, pattern: str, after: float) -> float | None:
+    """Wall-clock time of the first cloud-lb log line matching `pattern` logged after `after`."""
+    for line in env.lb.output().splitlines():
+        if re.search(pattern, line):
+            t = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if t >= after - 0.002:
+                return t
+    return None
+
+
 def test_killed_node_zero_failed_requests(env):
     """Continuous requests (some in flight: each answer takes 50 ms) while a node dies by kill -9."""
     svc = env.create_service("failover", [{"port": 8087}])
@@ -270,7 +281,7 @@ def test_killed_node_zero_failed_requests(env):
         t.start()
     try:
         procs.wait_for(lambda: len(results) > 60, 10, message="traffic")
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         nodes[2].kill()
         procs.wait_for(lambda: sum(1 for r in results if r[0] > killed_at + 1.5) > 60, 15,
                        message="traffic after the kill")
@@ -281,15 +292,22 @@ def test_killed_node_zero_failed_requests(env):
     failures = [r for r in results if r[3] is not None]
     assert failures == [], failures[:5]
     after = [r for r in results if r[0] > killed_at]
-    last_node2 = max((r[0] + r[1] for r in results if r[2] == "node-2"), default=killed_at)
-    slow = max(r[1] for r in after)
-    # detection: the data path takes the node out at its first failed connect, the health
-    # check confirms within one interval (0.5 s here)
-    assert not any(r[2] == "node-2" for r in after if r[0] > killed_at + 0.1)
-    print(f"\nfailover: {len(results)} requests, 0 failed; {len(after)} after the kill; "
-          f"slowest after the kill {slow * 1000:.0f} ms (answers take 50 ms); "
-          f"last answer from the dead node {max(0.0, last_node2 - killed_at) * 1000:.0f} ms after the kill")
     assert {r[2] for r in after if r[0] > killed_at + 1.0} == {"node-1", "node-3"}
+    slow = max(r[1] for r in after)
+    # With traffic, the first connection that fails takes the node out (passive check).
+    passive = _log_time(env, rf"tcp://{env.slot.node_ip(2)}:{np} failed on the data path", killed_wall)
+    assert passive is not None
+    # Without traffic, the active check takes it out within one interval (0.5 s here).
+    killed3 = time.time()
+    nodes[3].kill()
+    active = procs.wait_for(lambda: _log_time(env, rf"tcp://{env.slot.node_ip(3)}:{np} is now unhealthy",
+                                              killed3), 5, message="the health check to notice")
+    print(f"\nfailover under load: {len(results)} requests from 6 clients, 0 failed, {len(after)} after "
+          f"the kill; slowest after the kill {slow * 1000:.0f} ms (answers take 50 ms); dead node out "
+          f"{(passive - killed_wall) * 1000:.0f} ms after the kill (first failed connect); without "
+          f"traffic, out {(active - killed3) * 1000:.0f} ms after the kill (health interval 500 ms)")
+    assert active - killed3 < 2 * 0.5
+    assert node_of(http_get(ip, 8087, "/")) == "node-1"
     env.delete_and_wait("failover")
 
 
@@ -344,3 +362,27 @@ def test_without_node_ports_traffic_goes_straight_to_endpoints(env):
     env.call(lambda c: c.delete("EndpointSlice", "direct-x1", "default"))
     env.delete_and_wait("direct")
 
+
+
+# ------------------------------------------------------------------ pool exhaustion
+
+
+def test_exhausted_pool_leaves_a_service_pending_until_an_ip_is_freed(small_pool_env):
+    env = small_pool_env
+    a = env.create_service("first", [{"port": 80}])
+    env.create_service("second", [{"port": 80}])
+    ip_a, ip_b = env.wait_ingress("first"), env.wait_ingress("second")
+    assert {ip_a, ip_b} == {f"127.{env.slot.index}.201.1", f"127.{env.slot.index}.201.2"}
+    env.create_service("third", [{"port": 80}])
+    ev = env.wait_event("third", "AllocationFailed")
+    assert ev.type == "Warning" and ev.message == (
+        f'Failed to allocate IP for "default/third": no available IPs in pool '
+        f'127.{env.slot.index}.201.0/30 (2 of 2 in use)')
+    out = subprocess.run(procs.kubemu_command("get", "svc", "third", "--server", env.server),
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "<pending>" in out, out
+    assert env.ingress("third") is None and env.get("third").metadata.finalizers
+    env.delete_and_wait("first")
+    assert env.wait_ingress("third") == ip_a
+    assert env.ingress("second") == ip_b
+    assert a.spec.ports[0].nodePort  # the Services are real LoadBalancers with NodePorts

@@ -1,0 +1,310 @@
+"""Benchmark the cloud LB's two-hop path (LB -> NodePort -> pod) against a direct connection to the
+pod, in one run.
+
+Setup: an API server, one real node agent (`kubemu nodeagent`, whose proxy serves the
+NodePorts), one real `kubemu cloud-lb`; backends on a pod IP, started here: a sink and an echo
+server (Python, blocking, one thread per connection, in a process of their own) and nginx (HTTP).
+One selector-less LoadBalancer Service per backend with a hand-made EndpointSlice, so no
+controller manager is needed.
+
+Targets, taken in turn within each run (the figure reported is the median of --runs runs):
+  direct    the backend on the pod IP
+  nodePort  NODE_IP:nodePort through the node agent's proxy (one hop; for reference)
+  lb        EXTERNAL_IP:port through the cloud LB and then the node agent (two hops)
+
+Measures:
+  - bulk TCP throughput: --bulk-mib MiB through one connection into the sink, GiB/s
+  - small-message round trip: 64-byte ping-pong on one connection through the echo, p50/p99 us
+  - HTTP requests/s with wrk (-t1 -c50 -d --duration): keep-alive, and a new connection per
+    request (`Connection: close`)
+  - CPU seconds the cloud-lb process used per measurement
+
+    scripts/bench lb [--runs 3] [--duration 4] [--bulk-mib 1024] [--loop uvloop|asyncio] [--json FILE]
+
+Needs wrk and nginx (Debian packages).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubemu import objects  # noqa: E402
+from kubemu.client import Client  # noqa: E402
+from kubemu.testing import procs  # noqa: E402
+
+SINK_PORT, ECHO_PORT, HTTP_PORT = 9000, 9001, 80
+TARGETS = ("direct", "nodePort", "lb")
+
+BACKENDS = r"""
+import socket, sys, threading, time
+
+def serve(ip, port, handler):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((ip, port))
+    ls.listen(1024)
+    def loop():
+        while True:
+            c, _ = ls.accept()
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=handler, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+
+def sink(c):
+    buf = bytearray(1 << 20)
+    with c:
+        try:
+            while c.recv_into(buf):
+                pass
+            c.sendall(b"ok")
+        except OSError:
+            pass
+
+def echo(c):
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    with c:
+        try:
+            while n := c.recv_into(buf):
+                c.sendall(view[:n])
+        except OSError:
+            pass
+
+ip = sys.argv[1]
+serve(ip, int(sys.argv[2]), sink)
+serve(ip, int(sys.argv[3]), echo)
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def nginx_conf(tmp: str, ip: str, port: int) -> str:
+    path = os.path.join(tmp, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    server {{
+        listen {ip}:{port} reuseport;
+        location / {{ default_type text/plain; return 200 "Hello, world!\\n"; }}
+    }}
+}}
+""")
+    return path
+
+
+# ------------------------------------------------------------------ clients
+
+
+def bulk(host: str, port: int, mib: int) -> float:
+    s = socket.create_connection((host, port), timeout=30)
+    chunk = b"x" * (1 << 20)
+    t0 = time.perf_counter()
+    for _ in range(mib):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(2) == b"ok"
+    dt = time.perf_counter() - t0
+    s.close()
+    return mib / 1024 / dt
+
+
+def rtt(host: str, port: int, n: int = 10000, size: int = 64) -> tuple[float, float]:
+    s = socket.create_connection((host, port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"p" * size
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(msg)
+        got = 0
+        while got < size:
+            got += len(s.recv(size - got))
+        times.append(time.perf_counter() - t0)
+    s.close()
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
+
+
+def wrk(host: str, port: int, duration: float, close: bool) -> float:
+    args = ["wrk", "-t1", "-c50", f"-d{duration:g}s", f"http://{host}:{port}/"]
+    if close:
+        args[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk said:\n{out}")
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors or non2xx:
+        print(f"    wrk {host}:{port} close={close}: {errors.group(0) if errors else ''} "
+              f"{non2xx.group(0) if non2xx else ''}", file=sys.stderr)
+    return float(m.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ setup
+
+
+async def create_services(server: str, pod_ip: str) -> None:
+    async with Client(server) as c:
+        for name, port in (("bulk", SINK_PORT), ("echo", ECHO_PORT), ("http", HTTP_PORT)):
+            await c.create(objects.from_dict({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "ports": [{"name": "p", "port": port, "targetPort": port}]}}))
+            await c.create(objects.from_dict({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": f"{name}-1", "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4", "ports": [{"name": "p", "port": port, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [pod_ip], "conditions": {"ready": True}, "nodeName": "node-1"}]}))
+
+
+async def addresses(server: str) -> dict[str, dict[str, tuple[str, int]]]:
+    async with Client(server) as c:
+        out = {}
+        for name in ("bulk", "echo", "http"):
+            svc = await c.get("Service", name, "default")
+            ing = svc.status.loadBalancer.ingress
+            if not ing:
+                return {}
+            out[name] = {"lb": (ing[0].ip, svc.spec.ports[0].port), "nodePort": svc.spec.ports[0].nodePort}
+        return out
+
+
+def wait_http(host: str, port: int, timeout: float = 20.0) -> None:
+    def ok():
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(100).startswith(b"HTTP/1.1 200")
+    procs.wait_for(ok, timeout, message=f"HTTP on {host}:{port}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--bulk-mib", type=int, default=1024)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                    help="event loop of the cloud-lb and node-agent processes")
+    ap.add_argument("--json", dest="json_path")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed (apt-get install {tool})")
+
+    slot = procs.claim_slot()
+    tmp = tempfile.mkdtemp(prefix="kubemu-bench-lb-")
+    env = dict(os.environ, KUBEMU_LOOP=args.loop)
+    node_ip, pod_ip = slot.node_ip(1), f"127.{slot.index}.128.10"
+    started: list[procs.Proc] = []
+    try:
+        with procs.apiserver(os.path.join(tmp, "state"), service_cidr=slot.service_cidr) as (_, server):
+            agent = procs.Proc(procs.kubemu_command(
+                "nodeagent", "--server", server, "--name", "node-1", "--node-ip", node_ip,
+                "--pod-cidr", f"127.{slot.index}.128.0/24", "--state-dir", os.path.join(tmp, "node-1"),
+                "--log-level", "warning"), os.path.join(tmp, "nodeagent.log"), env=env)
+            lb = procs.Proc(procs.kubemu_command("cloud-lb", "--server", server, "--pool", slot.lb_pool,
+                                                 "--log-level", "warning"),
+                            os.path.join(tmp, "cloud-lb.log"), env=env)
+            backends = procs.Proc([sys.executable, "-c", BACKENDS, pod_ip, str(SINK_PORT), str(ECHO_PORT)],
+                                  os.path.join(tmp, "backends.log"))
+            nginx = procs.Proc(["nginx", "-c", nginx_conf(tmp, pod_ip, HTTP_PORT)], os.path.join(tmp, "nginx.log"))
+            started += [agent, lb, backends, nginx]
+            asyncio.run(create_services(server, pod_ip))
+            addrs = procs.wait_for(lambda: asyncio.run(addresses(server)), 30, interval=0.2,
+                                   message="external IPs for the three Services")
+            paths = {name: {"direct": (pod_ip, {"bulk": SINK_PORT, "echo": ECHO_PORT, "http": HTTP_PORT}[name]),
+                            "nodePort": (node_ip, a["nodePort"]), "lb": a["lb"]}
+                     for name, a in addrs.items()}
+            for target in TARGETS:
+                wait_http(*paths["http"][target])
+            results = run(paths, args, lb.pid)
+    finally:
+        for p in reversed(started):
+            p.stop()
+        slot.release()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, args)
+
+
+def run(paths, args, lb_pid: int) -> dict:
+    """Every measure for every target, --runs times, targets taken in turn within a run."""
+    measures = ("bulk", "rtt_p50", "rtt_p99", "http_keepalive", "http_close")
+    res: dict = {t: {m: [] for m in measures + ("lb_cpu_bulk", "lb_cpu_http")} for t in TARGETS}
+    for r in range(args.runs):
+        print(f"run {r + 1}/{args.runs}", file=sys.stderr)
+        for t in TARGETS:
+            c0 = cpu_seconds(lb_pid)
+            res[t]["bulk"].append(bulk(*paths["bulk"][t], args.bulk_mib))
+            res[t]["lb_cpu_bulk"].append(cpu_seconds(lb_pid) - c0)
+        for t in TARGETS:
+            p50, p99 = rtt(*paths["echo"][t])
+            res[t]["rtt_p50"].append(p50)
+            res[t]["rtt_p99"].append(p99)
+        for t in TARGETS:
+            c0 = cpu_seconds(lb_pid)
+            res[t]["http_keepalive"].append(wrk(*paths["http"][t], args.duration, close=False))
+            res[t]["http_close"].append(wrk(*paths["http"][t], args.duration, close=True))
+            res[t]["lb_cpu_http"].append(cpu_seconds(lb_pid) - c0)
+    return {t: {m: statistics.median(v) for m, v in ms.items()} for t, ms in res.items()}
+
+
+def report(results: dict, args) -> None:
+    d, n, lb = results["direct"], results["nodePort"], results["lb"]
+    rows = [
+        ("bulk throughput (GiB/s)", "bulk", "{:.2f}", True),
+        ("round trip p50 (us)", "rtt_p50", "{:.0f}", False),
+        ("round trip p99 (us)", "rtt_p99", "{:.0f}", False),
+        ("HTTP keep-alive (req/s)", "http_keepalive", "{:,.0f}", True),
+        ("HTTP new connection (req/s)", "http_close", "{:,.0f}", True),
+    ]
+    print(f"\ncloud LB benchmark: median of {args.runs} runs, {args.bulk_mib} MiB bulk, wrk -t1 -c50 "
+          f"{args.duration:g}s, loop {args.loop}, {os.cpu_count()} CPUs")
+    print(f"{'measure':<30}{'direct':>12}{'nodePort':>12}{'lb':>12}{'lb/direct':>12}")
+    for label, key, fmt, higher_better in rows:
+        ratio = lb[key] / d[key] if higher_better else lb[key] - d[key]
+        rtxt = f"{ratio:.0%}" if higher_better else f"+{ratio:.0f} us"
+        print(f"{label:<30}{fmt.format(d[key]):>12}{fmt.format(n[key]):>12}{fmt.format(lb[key]):>12}{rtxt:>12}")
+    print(f"cloud-lb CPU seconds: bulk {lb['lb_cpu_bulk']:.2f} s for {args.bulk_mib} MiB; "
+          f"HTTP {lb['lb_cpu_http']:.2f} s over {2 * args.duration:g} s of wrk")
+    verdict = lb["bulk"] / d["bulk"]
+    print(f"target: LB path at least 50% of direct throughput -> {verdict:.0%} "
+          f"({'met' if verdict >= 0.5 else 'NOT met'})")
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"results": results, "runs": args.runs, "bulkMiB": args.bulk_mib,
+                       "duration": args.duration, "loop": args.loop}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
