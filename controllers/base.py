@@ -180,10 +180,21 @@ class Controller:
             self.queue.retry(key)
 
     async def _resync_loop(self) -> None:
+        """Re-enqueue every key once per period, spread evenly over the period.
+
+        Adding all keys at once would put a real change behind a thousand no-op syncs (the
+        queue is FIFO): a latency spike every period. Trickled, the safety net costs nothing
+        anyone can see.
+        """
         assert self.resync_period
         while True:
-            await asyncio.sleep(self.resync_period)
-            for key in list(self.all_keys()):
+            keys = list(self.all_keys())
+            if not keys:
+                await asyncio.sleep(self.resync_period)
+                continue
+            step = self.resync_period / len(keys)
+            for key in keys:
+                await asyncio.sleep(step)
                 self.queue.add(key)
 
     async def run(self) -> None:

@@ -131,6 +131,8 @@ class EventRecorder:
                 await asyncio.sleep(1.0)
             except errors.ApiError as e:
                 log.info("could not record event %s %s: %s", p.reason, p.message, e)
+            except Exception:  # a bug here must not silence every later event
+                log.exception("could not record event %s %s", p.reason, p.message)
 
     async def _write(self, key: _Key, p: _Pending) -> None:
         now = self.clock()

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -348,6 +349,8 @@ def main() -> None:
     p.add_argument("--gap", type=float, default=0.02, help="max random pause between samples (s)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every process this benchmark started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     def log(msg: str) -> None:
         print(msg, flush=True)
