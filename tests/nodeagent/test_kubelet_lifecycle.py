@@ -96,6 +96,9 @@ def test_readiness_probe_drives_ready(kubelet_node, kubelet_pod, kubelet_ready, 
     env.create(kubelet_pod("http-ready", image="nginx", readinessProbe={
         "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}))
     env.wait_ready("http-ready", 10)
+    env.create(kubelet_pod("tcp-ready", image="kubemu/echo", ports=[{"containerPort": 7000}],
+                           readinessProbe={"tcpSocket": {"port": 7000}, "periodSeconds": 1}))
+    env.wait_ready("tcp-ready", 10)
 
 
 def test_liveness_failure_restarts_the_container_on_the_same_ip(kubelet_node, kubelet_pod, tmp_path):
@@ -198,11 +201,33 @@ def test_graceful_deletion(kubelet_node, kubelet_pod, kubelet_ready, tmp_path):
     assert 1.5 < took < 6, took  # SIGTERM ignored: SIGKILL after the grace period
     assert not processes_with(token)
 
+    # agnhost --delay-shutdown keeps serving after SIGTERM, failing /readyz, then stops
+    env.create(kubelet_pod("delayed", image="registry.k8s.io/e2e-test-images/agnhost:2.53",
+                           args=["netexec", "--delay-shutdown=2"]))
+    ip = env.wait_ready("delayed").status.podIP
+    assert http_get(ip, 8080, "/readyz") == ""
+    t0 = time.monotonic()
+    env.delete("Pod", "delayed", grace=10)
+    procs.wait_for(lambda: _status(ip, 8080, "/readyz") == 503, 5, message="/readyz to fail during shutdown")
+    assert http_get(ip, 8080, "/hostname") == "delayed"
+    env.wait_gone("delayed", 10)
+    assert 1.5 < time.monotonic() - t0 < 6
+
     env.create(kubelet_pod("forced", image="nginx"))
     ip = env.wait_ready("forced").status.podIP
     env.delete("Pod", "forced", grace=0)
     env.wait_gone("forced", 5)
     procs.wait_for(lambda: _refused(ip, 80), 5, message="the forced pod's listener to close")
+
+
+def _status(ip: str, port: int, path: str) -> int:
+    import http.client
+    conn = http.client.HTTPConnection(ip, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _refused(ip: str, port: int) -> bool:

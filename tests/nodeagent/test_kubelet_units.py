@@ -299,3 +299,17 @@ def test_node_status_drift_ignores_heartbeats():
     assert node.needs_update(n, b)
     assert b.daemonEndpoints.kubeletEndpoint.Port == 10250 and b.capacity["pods"] == "100"
     assert b.nodeInfo.kubeletVersion == "v1.31.0-kubemu"
+
+
+def test_logs_command_picks_the_container_as_kubectl():
+    from kubemu.cli.logs import choose_container, node_endpoint
+    pod = pod_from({"nodeName": "node-1", "containers": [{"name": "app", "image": "x"}, {"name": "side", "image": "y"}]})
+    assert choose_container(pod, None) == ("app", 'Defaulted container "app" out of: app, side')
+    assert choose_container(pod, "side") == ("side", None)
+    pod.metadata.annotations["kubectl.kubernetes.io/default-container"] = "side"
+    assert choose_container(pod, None) == ("side", None)
+    with pytest.raises(Exception, match="container nope is not valid for pod web-1"):
+        choose_container(pod, "nope")
+    n = objects.new("Node", "node-1")
+    n.status.CopyFrom(node.node_status(name="node-1", node_ip="127.0.0.2", kubelet_port=10555, max_pods=1))
+    assert node_endpoint(n) == ("127.0.0.2", 10555)
