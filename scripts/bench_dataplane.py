@@ -55,7 +55,7 @@ METRICS_PORT = 10249  # kube-proxy's metrics port, on the node IP
 
 # ------------------------------------------------------------------ the proxy process
 
-def serve_proxy(server: str, node_name: str, node_ip: str, loop_kind: str) -> None:
+def serve_proxy(server: str, node_name: str, node_ip: str, loop_kind: str, batching: str = "mmsg") -> None:
     """Run one Proxy as the node agent does, plus a /metrics endpoint; until SIGTERM."""
     import logging
     import resource
@@ -72,7 +72,7 @@ def serve_proxy(server: str, node_name: str, node_ip: str, loop_kind: str) -> No
         client = Client(server)
         infs = [Informer(client, k) for k in ("Service", "EndpointSlice", "Node")]
         proxy = Proxy(client, node_name=node_name, node_ip=node_ip, services_informer=infs[0],
-                      slices_informer=infs[1], nodes_informer=infs[2])
+                      slices_informer=infs[1], nodes_informer=infs[2], udp_batching=batching == "mmsg")
 
         async def metrics(reader, writer):
             await reader.readuntil(b"\r\n\r\n")
@@ -368,7 +368,7 @@ class Bench:
         asyncio.run(create_all(self.server, objs))
 
         self.proxy = self.start([sys.executable, os.path.abspath(__file__), "--serve-proxy", self.server,
-                                 "node-1", self.node_ip, a.loop], "proxy")
+                                 "node-1", self.node_ip, a.loop, "none" if a.no_mmsg else "mmsg"], "proxy")
         for k in self.vip:
             if k != "udp":
                 procs.wait_port(self.vip[k], self.svc_port[k], 20, self.proxy)
@@ -442,7 +442,7 @@ class Bench:
     def run(self) -> None:
         a = self.args
         only = set(a.only.split(","))
-        print(f"loop: {a.loop}; runs: {a.runs}; medians; {os.cpu_count()} CPUs; "
+        print(f"loop: {a.loop}; UDP batching: {'off' if a.no_mmsg else 'recvmmsg/sendmmsg'}; runs: {a.runs}; medians; {os.cpu_count()} CPUs; "
               f"load {os.getloadavg()[0]:.2f} at start")
         if "bulk" in only:
             self.measure(f"bulk TCP throughput, GiB/s ({a.bulk_mib} MiB per run)", "bulk",
@@ -508,7 +508,7 @@ class Bench:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-proxy":
-        serve_proxy(*sys.argv[2:6])
+        serve_proxy(*sys.argv[2:7])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -518,6 +518,7 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--only", default="bulk,rtt,http,udp,scale")
+    ap.add_argument("--no-mmsg", action="store_true", help="UDP one datagram per syscall (no recvmmsg/sendmmsg)")
     a = ap.parse_args()
     for tool in ("socat", "wrk", "nginx", "dnsperf", "dnsmasq"):
         if shutil.which(tool) is None:

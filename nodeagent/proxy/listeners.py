@@ -75,6 +75,7 @@ def open_socket(key: ListenerKey, shared: bool) -> socket.socket:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind((key.ip, key.port))
         if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
             s.listen(BACKLOG)
         if shared:
             # After listen(): a TCP socket given a program while only bound would form a
@@ -117,7 +118,6 @@ class TcpListener:
                 return
             try:
                 c.setblocking(False)
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 c.close()
                 continue

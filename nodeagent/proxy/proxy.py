@@ -42,7 +42,7 @@ class Proxy:
     def __init__(self, client: Client, *, node_name: str, node_ip: str, services_informer: Informer,
                  slices_informer: Informer, nodes_informer: Informer, min_sync_interval: float = 0.05,
                  full_resync_interval: float = 30.0, retry_interval: float = 5.0,
-                 udp_idle_timeout: float = 30.0):
+                 udp_idle_timeout: float = 30.0, udp_batching: bool = True):
         self.client = client
         self.node_name = node_name
         self.node_ip = node_ip
@@ -53,6 +53,7 @@ class Proxy:
         self.full_resync_interval = full_resync_interval
         self.retry_interval = retry_interval
         self.udp_idle_timeout = udp_idle_timeout
+        self.udp_batching = udp_batching
 
         self._plans: dict[str, ServicePlan] = {}
         self._pickers: dict[PortKey, Picker] = {}
@@ -106,7 +107,7 @@ class Proxy:
         loop = asyncio.get_running_loop()
         self._listeners = ListenerSet(RelayContext(
             loop, node_name=self.node_name, node_ip=self.node_ip, node_of=self._node_of,
-            udp_idle_timeout=self.udp_idle_timeout))
+            udp_idle_timeout=self.udp_idle_timeout, batch_datagrams=self.udp_batching))
         self._health = HealthCheckServers(self.node_ip, self.healthy)
         try:
             await asyncio.gather(self.services.synced.wait(), self.slices.synced.wait(),

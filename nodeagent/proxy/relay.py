@@ -25,6 +25,7 @@ import socket
 import struct
 from typing import Callable, Union
 
+from kubemu.nodeagent.proxy import mmsg
 from kubemu.nodeagent.proxy.state import Endpoint
 
 log = logging.getLogger("kubemu.nodeagent.proxy")
@@ -224,8 +225,9 @@ class TcpRelay:
             return []
         self.shut[side] = True
         if self.shut[1 - side]:
+            # Both ways are done: closing sends this last FIN.
             self.state = CLOSED
-            return [ShutdownWrite(side), Close(reset=False)]
+            return [Close(reset=False)]
         return [ShutdownWrite(side)]
 
 
@@ -251,7 +253,8 @@ class RelayContext:
     """What every connection of one agent shares: the loop, this node, one read buffer."""
 
     def __init__(self, loop, *, node_name: str, node_ip: str, node_of: Callable[[str], str | None],
-                 buffer_size: int = 256 * 1024, udp_idle_timeout: float = 30.0):
+                 buffer_size: int = 256 * 1024, udp_idle_timeout: float = 30.0,
+                 batch_datagrams: bool = True):
         self.loop = loop
         self.node_name = node_name
         self.node_ip = node_ip
@@ -260,6 +263,8 @@ class RelayContext:
         self.view = memoryview(self.buffer)
         self.udp_idle_timeout = udp_idle_timeout
         self.connections: set[TcpConnection] = set()
+        # recvmmsg/sendmmsg buffers, shared by every UDP listener of the agent (one loop)
+        self.batch = mmsg.Batch() if batch_datagrams and mmsg.available() else None
 
     def traffic_node(self, frontend, client_ip: str) -> str | None:
         """The node whose endpoints a Local policy allows, or None for any node."""
@@ -275,9 +280,8 @@ class RelayContext:
 
 def _bound_socket(kind: int, source: str, fallback: str) -> socket.socket:
     """A non-blocking socket bound to `source` (port chosen at connect time), else to `fallback`."""
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
-        s.setblocking(False)
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -366,10 +370,17 @@ class TcpConnection:
             self.loop.call_soon(self._handle, ConnectFailed(str(e)))
             return
         self.backend, self.bfd = s, s.fileno()
-        err = s.connect_ex((ep.ip, ep.port))
+        addr = (ep.ip, ep.port)
+        err = s.connect_ex(addr)
+        if err == errno.EINPROGRESS:
+            # On loopback the handshake is usually over by the time connect() returns; asking
+            # again costs one syscall and saves a trip through the poller.
+            err = s.connect_ex(addr)
+            if err == errno.EISCONN:
+                err = 0
         if err == 0:
             self._handle(Connected())
-        elif err in (errno.EINPROGRESS, errno.EAGAIN):
+        elif err in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
             self.loop.add_writer(self.bfd, self._connect_done)
             self.timer = self.loop.call_later(timeout, self._connect_timeout)
         else:
@@ -590,15 +601,18 @@ MAX_FLOWS = 16384
 class UdpFlow:
     """One client address's flow: a socket connected to its endpoint, bound to the source."""
 
-    __slots__ = ("owner", "sock", "fd", "endpoint", "client_addr", "last", "sent", "answered")
+    __slots__ = ("owner", "sock", "fd", "endpoint", "key", "client_addr", "dest", "last", "sent",
+                 "answered")
 
-    def __init__(self, owner: "UdpRelay", sock: socket.socket, endpoint: Endpoint,
+    def __init__(self, owner: "UdpRelay", sock: socket.socket, endpoint: Endpoint, key: object,
                  client_addr: tuple[str, int], now: float):
         self.owner = owner
         self.sock = sock
         self.fd = sock.fileno()
         self.endpoint = endpoint
+        self.key = key
         self.client_addr = client_addr
+        self.dest = mmsg.sockaddr(*client_addr)
         self.last = now
         self.sent = 0
         self.answered = False
@@ -627,25 +641,51 @@ class UdpFlow:
         self.answered = True
         self.last = owner.ctx.loop.time()
 
+    def on_reply_batch(self) -> None:
+        """on_reply with recvmmsg/sendmmsg: a batch of replies in, the same batch out."""
+        owner = self.owner
+        batch = owner.ctx.batch
+        try:
+            n = batch.recv(self.fd)
+        except OSError:
+            owner.flow_failed(self)
+            return
+        if not n:
+            return
+        try:
+            batch.send_to(owner.fd, n, self.dest)
+        except OSError:
+            pass
+        stats = owner.route.stats
+        stats.packets_to_client += n
+        lengths = batch.lengths
+        stats.bytes_to_client += sum(lengths[i] for i in range(n))
+        self.answered = True
+        self.last = owner.ctx.loop.time()
+
 
 class UdpRelay:
     """Relays the datagrams of one UDP listener, one flow per client address.
 
     A flow's first datagram picks the endpoint (with affinity, Local filtering and source
     address as for TCP); later ones reuse it until the flow has been idle for
-    `udp_idle_timeout` seconds, or its endpoint leaves the Service (kube-proxy clears those
-    conntrack entries too), or the endpoint answers with ICMP port unreachable. Replies leave
-    from the listener's socket, so the client sees them come from the address it sent to.
+    `udp_idle_timeout` seconds (UDP_ANSWERED_TIMEOUT for a one-datagram exchange), or its
+    endpoint leaves the Service (kube-proxy clears those conntrack entries too), or the
+    endpoint answers with ICMP port unreachable. Replies leave from the listener's socket, so
+    the client sees them come from the address it sent to. With recvmmsg/sendmmsg (the
+    context's `batch`), requests are read and replies relayed a batch per system call.
     """
 
     def __init__(self, ctx: RelayContext, sock: socket.socket, route):
         self.ctx = ctx
         self.sock = sock
+        self.fd = sock.fileno()
         self.route = route
-        self.flows: dict[tuple[str, int], UdpFlow] = {}
+        self.flows: dict[object, UdpFlow] = {}  # by raw sockaddr (batch mode) or (ip, port)
         self._sweeper = None
+        self.on_readable = self._read_batches if ctx.batch is not None else self._read_one_by_one
 
-    def on_readable(self) -> None:
+    def _read_one_by_one(self) -> None:
         ctx = self.ctx
         view = ctx.view
         sock = self.sock
@@ -661,31 +701,62 @@ class UdpRelay:
                 continue
             flow = flows.get(addr)
             if flow is None:
-                flow = self._open(addr, now)
+                flow = self._open(addr, addr, now)
                 if flow is None:
                     stats.failed += 1
                     continue
-            flow.last = now
+            self._forward(flow, view[:n], now)
+
+    def _read_batches(self) -> None:
+        ctx = self.ctx
+        batch = ctx.batch
+        flows = self.flows
+        now = ctx.loop.time()
+        for _ in range(UDP_BATCH // batch.count or 1):
+            try:
+                n = batch.recv(self.fd)
+            except OSError:
+                return  # an ICMP error queued on the listener: nothing to relay
+            if not n:
+                return
+            senders = batch.senders(n)
+            for i in range(n):
+                key = senders[i * mmsg.SOCKADDR_IN:i * mmsg.SOCKADDR_IN + mmsg.KEY]
+                flow = flows.get(key)
+                if flow is None:
+                    flow = self._open(key, mmsg.address(key), now)
+                    if flow is None:
+                        self.route.stats.failed += 1
+                        continue
+                self._forward(flow, batch.payload(i), now)
+            if n < batch.count:
+                return
+
+    def _forward(self, flow: UdpFlow, data: memoryview, now: float) -> None:
+        flow.last = now
+        flow.sent += 1
+        try:
+            flow.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return  # a full send buffer drops the datagram, as a full queue would
+        except OSError:
+            # The endpoint refused an earlier datagram (ICMP): try another one once.
+            key, addr = flow.key, flow.client_addr
+            self.flow_failed(flow)
+            flow = self._open(key, addr, now)
+            if flow is None:
+                self.route.stats.failed += 1
+                return
             flow.sent += 1
             try:
-                flow.sock.send(view[:n])
-            except (BlockingIOError, InterruptedError):
-                continue  # a full send buffer drops the datagram, as a full queue would
+                flow.sock.send(data)
             except OSError:
-                # The endpoint refused an earlier datagram (ICMP): try another one once.
-                self.flow_failed(flow)
-                flow = self._open(addr, now)
-                if flow is None:
-                    stats.failed += 1
-                    continue
-                try:
-                    flow.sock.send(view[:n])
-                except OSError:
-                    continue
-            stats.packets_to_endpoint += 1
-            stats.bytes_to_endpoint += n
+                return
+        stats = self.route.stats
+        stats.packets_to_endpoint += 1
+        stats.bytes_to_endpoint += len(data)
 
-    def _open(self, addr: tuple[str, int], now: float) -> UdpFlow | None:
+    def _open(self, key: object, addr: tuple[str, int], now: float) -> UdpFlow | None:
         ctx = self.ctx
         if len(self.flows) >= MAX_FLOWS:
             return None
@@ -705,9 +776,9 @@ class UdpRelay:
             s.close()
             self.route.picker.failed(ep)
             return None
-        flow = UdpFlow(self, s, ep, addr, now)
-        self.flows[addr] = flow
-        ctx.loop.add_reader(flow.fd, flow.on_reply)
+        flow = UdpFlow(self, s, ep, key, addr, now)
+        self.flows[key] = flow
+        ctx.loop.add_reader(flow.fd, flow.on_reply_batch if ctx.batch is not None else flow.on_reply)
         stats = self.route.stats
         stats.connections += 1
         stats.active += 1
@@ -716,8 +787,8 @@ class UdpRelay:
         return flow
 
     def _close_flow(self, flow: UdpFlow) -> None:
-        if self.flows.get(flow.client_addr) is flow:
-            del self.flows[flow.client_addr]
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
             self.route.stats.active -= 1
         self.ctx.loop.remove_reader(flow.fd)
         flow.sock.close()

@@ -173,10 +173,11 @@ def test_external_ips(proxy_env):
     assert http_get(ext, 80, "/clientip", source=env.pod_ip(2)).split(":")[0] == env.node_ip(1)
 
 
-def test_udp_service_flows_and_idle_timeout(proxy_env):
+@pytest.mark.parametrize("batching", [True, False], ids=["mmsg", "one-by-one"])
+def test_udp_service_flows_and_idle_timeout(proxy_env, batching):
     env = proxy_env
     env.add_node(1)
-    proxy = env.start_proxy(1, udp_idle_timeout=0.5)
+    proxy = env.start_proxy(1, udp_idle_timeout=0.5, udp_batching=batching)
     vip = env.service("dns", ports=[{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]).spec.clusterIP
     pods = [env.start_pod(f"udp-{i}", 1, http_ports=(), udp_ports=(5353,)) for i in range(2)]
     env.endpoints("dns", pods, ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])
@@ -193,6 +194,30 @@ def test_udp_service_flows_and_idle_timeout(proxy_env):
              'protocol="UDP"} 0' in proxy.render_metrics(), 5, message="idle UDP flows closed")
     env.endpoints("dns", [], ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])
     wait_for(lambda: _udp_unanswered(vip, 53), 10, message="UDP with no endpoints to go unanswered")
+
+
+@pytest.mark.parametrize("batching", [True, False], ids=["mmsg", "one-by-one"])
+def test_udp_endpoint_that_died_is_avoided(proxy_env, batching):
+    env = proxy_env
+    env.add_node(1)
+    env.start_proxy(1, udp_batching=batching)
+    vip = env.service("dns", ports=[{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]).spec.clusterIP
+    pods = [env.start_pod(f"udp-{i}", 1, http_ports=(), udp_ports=(5353,)) for i in range(2)]
+    env.endpoints("dns", pods, ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])
+    wait_answers(lambda: udp_ask(vip, 53), {"udp-0", "udp-1"})
+    pods[0].stop()  # its slice still lists it
+
+    def ask_like_a_resolver():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(3):  # a stub resolver retries on the same socket
+                try:
+                    return udp_ask(vip, 53, sock=s, timeout=0.3)
+                except socket.timeout:
+                    continue
+                except ConnectionRefusedError:
+                    continue
+        return "unanswered"
+    assert {ask_like_a_resolver() for _ in range(10)} == {"udp-1"}
 
 
 def test_udp_answered_one_shot_flows_go_first(proxy_env):
@@ -429,3 +454,22 @@ def _metric(proxy, name, extra=""):
         if line.startswith(f"{name}{{{lbl}}} "):
             return int(line.rsplit(" ", 1)[1])
     raise KeyError(name)
+
+
+def test_no_op_changes_keep_listeners_and_endpoint_changes_reopen_nothing(proxy_env):
+    env = proxy_env
+    env.add_node(1)
+    proxy = env.start_proxy(1)
+    vip = env.service("noop").spec.clusterIP
+    a, b = env.start_pod("noop-a", 1), env.start_pod("noop-b", 1)
+    env.endpoints("noop", [a])
+    wait_answers(lambda: http_get(vip, 80), {"noop-a"})
+    before = dict(proxy._listeners.listeners)
+    syncs = proxy.sync_stats.syncs
+    env.patch("Service", "noop", {"metadata": {"annotations": {"touched": "yes"}}})
+    wait_for(lambda: proxy.sync_stats.syncs > syncs, 5, message="a sync after the change")
+    env.endpoints("noop", [a, b])
+    wait_answers(lambda: http_get(vip, 80), {"noop-a", "noop-b"})
+    after = proxy._listeners.listeners
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before)  # same sockets: nothing was reopened
