@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 
@@ -52,6 +53,8 @@ def test_exposing_an_external_ip_address(kubemu_cluster):
 
 def test_node_port_to_load_balancer_keeps_cluster_ip_and_node_port(kubemu_cluster):
     c = kubemu_cluster
+    c.apply(os.path.join(ROOT, "examples/loadbalancer/hello.yaml"))
+    c.wait_deployment("hello-world", timeout=60)
     c.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "switch"},
              "spec": {"type": "NodePort", "selector": {"app.kubernetes.io/name": "load-balancer-example"},
                       "ports": [{"port": 8080}]}})
@@ -88,6 +91,52 @@ def test_local_policy_only_nodes_with_endpoints_and_the_client_ip(kubemu_cluster
     c.kubemu("delete", "deployment", "source-ip")
 
 
+def test_udp_through_the_load_balancer(kubemu_cluster):
+    c = kubemu_cluster
+    c.apply([
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "udp"},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "udp"}},
+                  "template": {"metadata": {"labels": {"app": "udp"}},
+                               "spec": {"containers": [{"name": "netexec",
+                                                        "image": "registry.k8s.io/e2e-test-images/agnhost:2.40",
+                                                        "args": ["netexec", "--http-port=8080", "--udp-port=8081"]}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp"},
+         "spec": {"type": "LoadBalancer", "selector": {"app": "udp"},
+                  "ports": [{"port": 5300, "protocol": "UDP", "targetPort": 8081}]}}])
+    pods = c.wait_endpoints("udp", 2)
+    ip = lb_ip(c, "udp")
+    names = set()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+
+        def ask():
+            s.sendto(b"hostname", (ip, 5300))
+            return s.recvfrom(1000)
+        data, addr = c.wait_for(ask, 15, message="a UDP answer through the LB")
+        assert addr == (ip, 5300) and data.decode().startswith("udp-")
+        names.add(data.decode())
+    # a new client flow per socket: round robin over the nodes spreads them over both pods
+    for _ in range(12):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(b"hostname", (ip, 5300))
+            names.add(s.recvfrom(1000)[0].decode())
+    assert len(names) == 2 and len(pods) == 2, names
+    c.kubemu("delete", "svc", "udp")
+    c.kubemu("delete", "deployment", "udp")
+
+
+def _first_log_time(path: str, pattern: str, after: float) -> float | None:
+    import datetime
+    with open(path, errors="replace") as f:
+        for line in f:
+            if re.search(pattern, line):
+                t = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if t >= after - 0.002:
+                    return t
+    return None
+
+
 def _hammer(ip: str, port: int, stop: threading.Event, results: list) -> None:
     while not stop.is_set():
         t0 = time.monotonic()
@@ -100,7 +149,12 @@ def _hammer(ip: str, port: int, stop: threading.Event, results: list) -> None:
 
 def test_kill_9_of_a_node_agent_fails_no_request(kubemu_cluster):
     c = kubemu_cluster
-    ip = lb_ip(c, "my-service")  # from the first test: 5 hello-app pods over 3 nodes
+    c.apply(os.path.join(ROOT, "examples/loadbalancer/hello.yaml"))  # 5 hello-app pods over 3 nodes
+    c.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "failover"},
+             "spec": {"type": "LoadBalancer", "selector": {"app.kubernetes.io/name": "load-balancer-example"},
+                      "ports": [{"port": 8080}]}})
+    c.wait_deployment("hello-world", timeout=60)
+    ip = lb_ip(c, "failover")
     stop = threading.Event()
     results: list = []
     threads = [threading.Thread(target=_hammer, args=(ip, 8080, stop, results)) for _ in range(4)]
@@ -108,8 +162,9 @@ def test_kill_9_of_a_node_agent_fails_no_request(kubemu_cluster):
         t.start()
     try:
         procs.wait_for(lambda: len(results) > 50, 15, message="traffic")
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         c.node("kill", "node-2")
+        kill_took = time.time() - killed_wall
         procs.wait_for(lambda: sum(1 for r in results if r[0] > killed_at + 2) > 50, 30,
                        message="traffic after the kill")
     finally:
@@ -118,8 +173,14 @@ def test_kill_9_of_a_node_agent_fails_no_request(kubemu_cluster):
             t.join(10)
     failures = [r for r in results if r[3] is not None]
     after = [r for r in results if r[0] > killed_at]
+    out_at = _first_log_time(os.path.join(c.state_dir, "logs", "cloud-lb.log"),
+                             rf"//{re.escape(c.node_ip(2))}:\d+ (failed on the data path|is now unhealthy)",
+                             killed_wall)
     print(f"\nkill -9 node-2 under load: {len(results)} requests from 4 clients, {len(failures)} failed; "
           f"{len(after)} after the kill, slowest {max(r[1] for r in after) * 1000:.0f} ms, "
-          f"median {sorted(r[1] for r in after)[len(after) // 2] * 1000:.1f} ms")
+          f"median {sorted(r[1] for r in after)[len(after) // 2] * 1000:.1f} ms; the LB took node-2 out "
+          f"{(out_at - killed_wall) * 1000:.0f} ms after `kubemu node kill` started (it took "
+          f"{kill_took * 1000:.0f} ms)" if out_at else "(not logged)")
     assert failures == [], failures[:5]
     c.node("start", "node-2")
+    c.kubemu("delete", "svc", "failover")

@@ -386,3 +386,41 @@ def test_exhausted_pool_leaves_a_service_pending_until_an_ip_is_freed(small_pool
     assert env.wait_ingress("third") == ip_a
     assert env.ingress("second") == ip_b
     assert a.spec.ports[0].nodePort  # the Services are real LoadBalancers with NodePorts
+
+
+# ------------------------------------------------------------------ static stability
+
+
+def test_keeps_forwarding_and_failing_over_while_the_api_server_is_down(tmp_path):
+    """The data plane runs from its last state without the API server, and re-syncs after."""
+    from conftest import LbEnv
+
+    slot = procs.claim_slot()
+    state = str(tmp_path / "state")
+    port = procs.free_port()
+    env = None
+    try:
+        with procs.apiserver(state, port=port, service_cidr=slot.service_cidr) as (api, server):
+            env = LbEnv(str(tmp_path), slot, server, slot.lb_pool)
+            env.start_lb(health_interval=0.3)
+            for n in (1, 2):
+                env.add_node(n)
+            svc = env.create_service("stable", [{"port": 8089}])
+            nodes = {n: env.fake_node(n, http=[svc.spec.ports[0].nodePort]) for n in (1, 2)}
+            ip = env.wait_ingress("stable")
+            procs.wait_for(lambda: set(spread(ip, 8089, 6)) == {"node-1", "node-2"}, 10, message="both nodes")
+            api.kill()
+        assert spread(ip, 8089, 6).keys() == {"node-1", "node-2"}
+        nodes[1].kill()                      # and failover still works without the API server
+        assert spread(ip, 8089, 10) == {"node-2": 10}
+        assert env.lb.alive()
+        with procs.apiserver(state, port=port, service_cidr=slot.service_cidr):
+            env.delete("stable")             # re-synced: the deletion is carried out
+            procs.wait_for(lambda: not env.exists("stable"), 20, message="the deletion after the outage")
+            procs.wait_for(lambda: refused(ip, 8089), 10, message="the listener to close")
+            env.stop()
+        assert "Traceback" not in env.outputs[-1], env.outputs[-1][-3000:]
+    finally:
+        if env is not None:
+            env.stop()
+        slot.release()
