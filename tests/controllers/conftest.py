@@ -31,8 +31,7 @@ def cluster(tmp_path_factory):
                 procs.wait_for(lambda: run(ready_nodes(address)) == 3, 20, 0.1, message="3 Ready nodes")
                 yield c
                 c.check_alive()
-                out = c.cm.output()
-                assert "Traceback" not in out, out[-5000:]
+                c.check_traceback()
             finally:
                 c.stop()
     finally:

@@ -208,6 +208,17 @@ class Cluster:
             "controller-manager", "--server", self.address, "--service-cidr", self.slot.service_cidr,
             "--log-level", "info", *self.cm_args), os.path.join(self.tmp, "controller-manager.log"))
 
+    def restart_controller_manager(self) -> None:
+        """kill -9, then a fresh controller manager (its log goes on in the same file)."""
+        assert self.cm is not None
+        self.cm.kill()
+        self.check_traceback()
+        self.start_controller_manager()
+
+    def check_traceback(self) -> None:
+        if self.cm is not None and "Traceback" in self.cm.output():
+            raise AssertionError("controller manager logged a traceback:\n" + self.cm.output()[-5000:])
+
     def start_node(self, n: int, *extra: str) -> None:
         name = f"node-{n}"
         old = self.nodes.get(name)

@@ -103,7 +103,10 @@ def test_scale_0_to_3_to_1_spreads_and_programs_endpoints(cluster):
         try:
             # a selector Service without pods has one empty placeholder slice
             await eventually(lambda: len(view.slices) == 1 and not view.endpoints(), message="placeholder slice")
-            await client.patch("Deployment", "web", {"spec": {"replicas": 3}}, "scale")
+            out = await asyncio.to_thread(subprocess.run, procs.kubemu_command(
+                "scale", "deployment", "web", "--replicas", "3", "-n", "scale", "--server", cluster.address),
+                capture_output=True, text=True, timeout=30)
+            assert out.stdout == "deployment.apps/web scaled\n", out.stderr
             await eventually(lambda: len(view.ready()) == 3, message="3 ready endpoints")
             eps = view.ready().values()
             assert sorted(e.nodeName for e in eps) == ["node-1", "node-2", "node-3"]  # spread
@@ -283,6 +286,31 @@ def test_rollout_restart_status_history_undo_cli(cluster):
             view.stop()
             await client.close()
     run(body())
+
+
+def test_controller_manager_killed_mid_scale_up_converges_without_duplicates(cluster):
+    async def body():
+        client, view = await setup(cluster, "restart", 40)
+        try:
+            await eventually(lambda: _some_pods(client, "restart", 3), message="the first pods")
+            cluster.restart_controller_manager()
+            await eventually(lambda: len(view.ready()) == 40, 40, message="40 ready endpoints")
+            pods = await pods_of(client, "restart")
+            assert len(pods) == 40
+            rss, _ = await client.list("ReplicaSet", "restart")
+            assert len(rss) == 1 and rss[0].status.replicas == 40
+            addresses = [e.addresses[0] for e in view.endpoints()]
+            assert len(addresses) == len(set(addresses)) == 40  # no endpoint twice, no extra slice
+            assert len(view.slices) == 1
+        finally:
+            view.stop()
+            await client.close()
+    run(body())
+
+
+async def _some_pods(client, ns, n):
+    items, _ = await client.list("Pod", ns)
+    return len(items) >= n
 
 
 def test_dead_node_is_fenced_then_evicted_and_comes_back(cluster):
