@@ -18,7 +18,9 @@ gets the `not-ready` taints instead. Pods bound to a Node that no longer exists 
 If every node looks dead at once, nothing is evicted (Kubernetes' "full disruption" rule):
 that is far more likely to be this controller's own view being cut off than the whole
 cluster failing, and evicting everything would only make it worse. The same goes for the
-time the lease informer is disconnected: silence we could not have heard is not death.
+time the lease informer is disconnected: silence we could not have heard is not death, so
+the grace period counts from the end of the disconnection (an API server restart does not
+make every node Unknown).
 """
 from __future__ import annotations
 
@@ -164,7 +166,7 @@ class NodeLifecycleController(Controller):
         self.eviction_timeout = eviction_timeout
         self.clock = clock
         self.health: dict[str, Health] = {}
-        self._blind_since: float | None = None  # lease informer disconnected since
+        self._last_blind = 0.0  # the last time the lease informer was seen disconnected
         self._seen_ready: dict[str, str] = {}
         pods.add_index("node", index_node_name)
         nodes.add_handler(self._on_node)
@@ -198,16 +200,30 @@ class NodeLifecycleController(Controller):
         if h is None or h.heartbeat != hb:
             h = self.health[name] = Health(hb, now)
         if not self.leases.connected:
-            self._blind_since = self._blind_since or now
-        elif self._blind_since is not None:
-            # We heard nothing while disconnected: start every node's grace period afresh.
-            for other in self.health.values():
-                other.probe = max(other.probe, now)
-            self._blind_since = None
+            self._last_blind = now
         return h
 
     def _stale(self, h: Health) -> bool:
-        return self._blind_since is None and self.clock() - h.probe > self.grace
+        """No heartbeat seen for the grace period, counting only time we could have heard one."""
+        if not self.leases.connected:
+            return False
+        return self.clock() - max(h.probe, self._last_blind) > self.grace
+
+    async def _watch_connection(self) -> None:
+        """Note when the Lease informer is cut off from the API server (an API server restart,
+        a partition): renewals made meanwhile reach us late, and the grace period of every
+        node starts afresh once we hear again."""
+        while True:
+            if not self.leases.connected:
+                self._last_blind = self.clock()
+            await asyncio.sleep(0.1)
+
+    async def run(self) -> None:
+        watchdog = asyncio.create_task(self._watch_connection(), name=f"{self.name}-connection")
+        try:
+            await super().run()
+        finally:
+            watchdog.cancel()
 
     def _fully_disrupted(self) -> bool:
         return not any(ready_status(n) == "True" for n in self.nodes.cache.values())
