@@ -23,6 +23,7 @@ Needs: wrk and nginx (Debian packages).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -157,6 +158,8 @@ def main() -> None:
         print(f"\nload {os.getloadavg()[0]:.2f} at end")
     finally:
         c.down()
+        for d in glob.glob("/tmp/kubemu-bench-ingress-bench-*"):  # the nginx pods' prefixes
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
