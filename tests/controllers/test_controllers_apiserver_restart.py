@@ -46,6 +46,9 @@ def test_apiserver_restart_does_not_kill_nodes(tmp_path):
             c.start_node(n)
         procs.wait_for(lambda: run(ready_nodes(address)) == 2, 20, 0.1, message="2 Ready nodes")
         api.kill()
+        # The scenario is an outage of 2.5 s: renewals resume only after it, more than the 3 s
+        # grace period after the last one that got through (a fixed duration on purpose).
+        time.sleep(2.5)
         api = start_apiserver(tmp, port, slot)
         # Watch the nodes for longer than the grace period after the restart.
         until = time.monotonic() + 6.0
