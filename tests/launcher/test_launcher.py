@@ -14,8 +14,9 @@ from kubemu.testing import procs
 from kubemu.testing.cluster import Cluster
 
 
-def listeners(prefix: str, port: int | None = None) -> list[str]:
-    """Listening TCP sockets and bound UDP sockets on addresses starting with `prefix`."""
+def listeners(prefix: str, *ports: int) -> list[str]:
+    """Listening TCP sockets and bound UDP sockets on addresses starting with `prefix`
+    (the cluster's slot), or on 127.0.0.1 at one of `ports` (its API server and DNS)."""
     found = []
     for path, kind in (("/proc/net/tcp", "tcp"), ("/proc/net/udp", "udp")):
         with open(path) as f:
@@ -28,7 +29,7 @@ def listeners(prefix: str, port: int | None = None) -> list[str]:
                     continue
                 ip = str(ipaddress.IPv4Address(bytes.fromhex(addr_hex)[::-1]))
                 p = int(port_hex, 16)
-                if ip.startswith(prefix) or (port is not None and p == port):
+                if ip.startswith(prefix) or (ip == "127.0.0.1" and p in ports):
                     found.append(f"{kind} {ip}:{p}")
     return found
 
@@ -73,14 +74,13 @@ def test_up_status_down_leave_nothing_behind():
         # `up` again says so instead of starting a second cluster
         again = cluster.kubemu("up", "--state-dir", cluster.state_dir)
         assert "already running" in again.stdout
-        assert listeners("127.0.0.1", cluster.apiserver_port)
+        assert listeners(prefix, cluster.apiserver_port, cluster.dns_port)
     finally:
         cluster.kubemu("down", check=False)
     try:
         procs.wait_for(lambda: not any(launcher.pid_alive(p) for p in pids), 10,
                        message="every process of the cluster to exit")
-        procs.wait_for(lambda: not listeners(prefix, cluster.apiserver_port) and
-                       not listeners("127.0.0.1", cluster.dns_port), 10,
+        procs.wait_for(lambda: not listeners(prefix, cluster.apiserver_port, cluster.dns_port), 10,
                        message="every listener of the cluster to close")
         text = cluster.kubemu("status", check=False).stdout
         assert "stopped" in text
