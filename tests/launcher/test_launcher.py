@@ -80,8 +80,10 @@ def test_up_status_down_leave_nothing_behind():
     try:
         procs.wait_for(lambda: not any(launcher.pid_alive(p) for p in pids), 10,
                        message="every process of the cluster to exit")
-        procs.wait_for(lambda: not listeners(prefix, cluster.apiserver_port, cluster.dns_port), 10,
-                       message="every listener of the cluster to close")
+        try:
+            procs.wait_for(lambda: not listeners(prefix, cluster.apiserver_port, cluster.dns_port), 10)
+        except TimeoutError:
+            pytest.fail(f"listeners left behind: {listeners(prefix, cluster.apiserver_port, cluster.dns_port)}")
         text = cluster.kubemu("status", check=False).stdout
         assert "stopped" in text
     finally:
