@@ -96,3 +96,14 @@ def test_example_loadbalancer(cluster):
     assert during.count("Hello, world!") == 6, during
     status = outputs(res, "kubemu status")[0]
     assert "default/my-service" in status
+
+
+def test_example_ingress(cluster):
+    res = run_readme(cluster, "ingress")
+    curls = [o for c, o in res if c.startswith("curl")]
+    assert "Version: 1.0.0" in curls[0]
+    assert "Version: 2.0.0" in curls[1] and "Version: 2.0.0" in curls[2]
+    assert curls[3].strip() == "404"
+    status = outputs(res, "kubemu status")[0]
+    assert "kube-system/ingress-kubemu" in status
+    assert status.count("default/") == 0, "the apps need no LoadBalancer of their own"
