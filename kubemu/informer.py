@@ -38,6 +38,8 @@ class Informer:
         self.cache: dict[str, Message] = {}
         self.synced = asyncio.Event()
         self.resource_version = 0
+        # True while the last contact with the server succeeded (a list, or a watch batch
+        # or bookmark); False from the first failure until the next success.
         self.connected = False
         self._handlers: list[Handler] = []
         self._indexes: dict[str, tuple[Callable[[Message], Iterable[str]], dict[str, set[str]]]] = {}
@@ -93,6 +95,11 @@ class Informer:
             except Exception:
                 log.exception("%s informer handler failed on %s %s", self.kind, event, objects.key(obj))
 
+    def replace(self, items: list[Message], rev: int = 0) -> None:
+        """Make the cache equal to `items`, emitting the differences (a re-list; tests use it
+        to pre-fill a cache without a server)."""
+        self._replace(items, rev)
+
     def _replace(self, items: list[Message], rev: int) -> None:
         fresh = {objects.key(o): o for o in items}
         for key, old in list(self.cache.items()):
@@ -137,12 +144,13 @@ class Informer:
                         field_selector=self.field_selector)
                     self._replace(items, rev)
                     self.synced.set()
+                    self.connected = True
                     need_list = False
-                self.connected = True
                 async for batch in self.client.watch(
                         self.kind, self.namespace, resource_version=self.resource_version,
                         label_selector=self.label_selector, field_selector=self.field_selector):
                     backoff = 0.05
+                    self.connected = True
                     for ev in batch:
                         self._apply(ev)
                 # The server ended the watch cleanly: resume from where we are.
