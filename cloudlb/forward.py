@@ -1,33 +1,37 @@
 """The data path: TCP and UDP listeners on EXTERNAL_IP:port that forward to healthy targets.
 
-Rules of this module: asyncio Protocols and raw non-blocking sockets only (Streams cost about
-three times the CPU), no per-byte work beyond handing buffers from one transport to the other,
-and no API calls: everything a listener needs is in its `Backends`, which the controller swaps.
-
-Cost, measured (docs/perf/cloudlb.md): TCP sides are BufferedProtocols reading into one buffer
-shared by the whole process (reads happen one at a time), so bulk data is not copied into a new
-bytes object per read (~10% less CPU per GiB than data_received) and an idle connection holds no
-buffer. uvloop's write keeps a reference to what it could not send at once instead of copying
-it, so a write that leaves data queued hands the buffer over and a fresh one is allocated.
-Upstream connects are non-blocking connects of our own: uvloop's sock_connect goes through its
-thread pool (~35 us of CPU per connection).
+Rules of this module: raw non-blocking sockets driven by the event loop's add_reader/add_writer
+(which uvloop and the selector loop both implement): no asyncio transports or Streams on the
+data path, because every layer between recv() and send() is paid per message; no per-byte work
+beyond handing a buffer from one socket to the other; no API calls: everything a listener needs
+is in its `Backends`, which the controller swaps.
 
 TCP, per connection:
 - Targets are tried in round-robin order among the healthy ones; a connect that fails (refused,
   reset, timed out) is reported to the health checker and the next target is tried, so a node
   that just died costs the client nothing but a little latency.
-- Bytes the client sends while the upstream connection is being set up are buffered (up to
-  REPLAY_LIMIT; beyond that the client is paused).
+- Bytes the client sends while the upstream connection is being set up are kept (up to
+  REPLAY_LIMIT; beyond that the client is not read until the connection is up).
 - Retry on an empty response: until the target sent its first byte, the client's bytes are kept
   (up to REPLAY_LIMIT). If the target closes or resets the connection before answering at all -
   what a node agent killed with a request in flight looks like - they are replayed to the next
   target. This is HAProxy's `retry-on conn-failure empty-response`: safe for requests that may
   be repeated, which is why it stops at the first byte of the answer and at REPLAY_LIMIT.
-- Relayed both ways with half-close (an EOF is passed on with write_eof, the connection ends when
-  both directions did) and back-pressure (a full write buffer on one side pauses reading on the
-  other). A reset on one side is passed on as a reset (abort) on the other.
+- Relayed both ways with half-close (an EOF is passed on as shutdown(SHUT_WR) once everything
+  before it was written; the connection ends when both directions did) and back-pressure (while
+  one side cannot take more, the other is not read). A reset on one side is passed on as a reset
+  (SO_LINGER 0) on the other.
 - When no target can be reached the client's connection is reset: the closest a proxy that
   already accepted can come to "connection refused".
+
+Cost: the hot path reads into one buffer shared by the whole process (callbacks run one at a
+time) and sends straight from it; only what a socket cannot take at once is copied. A direction
+whose read fills the whole buffer is moving bulk data and switches to splice(2) (socket -> pipe
+-> socket, the bytes never cross into user space; about half the CPU per GiB of recv/send, see
+docs/perf/cloudlb.md); request/response traffic never gets there and needs no pipe. The
+client-to-target direction switches only once the target answered (the replay needs the bytes).
+Connects complete without a task or a poller trip in the common case: on loopback the handshake
+is done inside connect(), and a second connect() says so (EISCONN).
 
 UDP, per client flow (client address): a connected socket to one target, bound to the source
 address the backend must see; replies go back from the listener's socket. A flow idle for
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -55,28 +60,49 @@ from kubemu.cloudlb.planner import Target
 log = logging.getLogger("kubemu.cloudlb.forward")
 
 REPLAY_LIMIT = 64 * 1024
-BUFFER_SIZE = 256 * 1024  # what libuv reads at once for a Protocol, too
+BUFFER_SIZE = 64 * 1024    # one read; a read that fills it marks a bulk direction (-> splice)
 CONNECT_TIMEOUT = 2.0
+ACCEPT_BATCH = 64
+READ_BATCH = 16            # reads per readiness callback, so one busy connection cannot starve others
 UDP_IDLE_TIMEOUT = 30.0
 UDP_BATCH = 64
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
-
-class _ReadBuffer:
-    """The one read buffer of every TCP connection of the process."""
-
-    view = memoryview(bytearray(BUFFER_SIZE))
-
-    @classmethod
-    def retained(cls) -> None:
-        """A transport kept a slice of the buffer to send later: it is theirs now."""
-        cls.view = memoryview(bytearray(BUFFER_SIZE))
-
+SPLICE = hasattr(os, "splice")
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+PIPE_SIZE = 1 << 20
+PIPE_POOL = 64             # empty pipes kept for the next bulk connection
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Errors that say "the target is not there" (as opposed to "we could not bind our source").
 _TARGET_ERRORS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
                   errno.ENETUNREACH, errno.ECONNABORTED}
+
+CLIENT, UPSTREAM = 0, 1
+
+_buffer = bytearray(BUFFER_SIZE)
+_view = memoryview(_buffer)
+_pipes: list[tuple[int, int]] = []
+
+
+def _get_pipe() -> tuple[int, int]:
+    if _pipes:
+        return _pipes.pop()
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # the default 64 KiB works too, with more syscalls
+    return r, w
+
+
+def _put_pipe(pipe: tuple[int, int], empty: bool) -> None:
+    if empty and len(_pipes) < PIPE_POOL:
+        _pipes.append(pipe)
+    else:
+        os.close(pipe[0])
+        os.close(pipe[1])
 
 
 class Backends:
@@ -144,36 +170,6 @@ def _bound_socket(kind: int, source: str | None) -> socket.socket:
     return sock
 
 
-def _set_done(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def _connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple[str, int]) -> None:
-    """A non-blocking connect of our own: uvloop's sock_connect resolves the address on its
-    thread pool (futex wake-ups; measured ~35 us of CPU per connection), this does not."""
-    err = sock.connect_ex(addr)
-    if err == errno.EINPROGRESS:
-        # On loopback the handshake has usually completed inside the first call: asking again
-        # tells (EISCONN) without a trip through the poller.
-        err = sock.connect_ex(addr)
-        if err == errno.EISCONN:
-            return
-    if err == 0:
-        return
-    if err not in (errno.EINPROGRESS, errno.EALREADY):
-        raise OSError(err, os.strerror(err))
-    fd = sock.fileno()
-    fut = loop.create_future()
-    loop.add_writer(fd, _set_done, fut)
-    try:
-        await fut
-    finally:
-        loop.remove_writer(fd)
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:
-        raise OSError(err, os.strerror(err))
-
 
 # ------------------------------------------------------------------ TCP
 
@@ -183,287 +179,418 @@ class TcpListener:
         self.ip = ip
         self.port = port
         self.backends = backends
-        self.server: asyncio.AbstractServer | None = None
-        self.connections: set[_Relay] = set()
+        self.sock: socket.socket | None = None
+        self.connections: set[_TcpConn] = set()
         self.accepted = 0
         self.failed = 0
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Relay(self), self.ip, self.port,
-                                               reuse_address=True, backlog=4096)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+            sock.setblocking(False)
+            sock.bind((self.ip, self.port))
+            sock.listen(4096)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
 
     def close(self) -> None:
         """Stop listening and reset the connections in flight (the load balancer is gone)."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for relay in list(self.connections):
-            relay.abort()
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        for conn in list(self.connections):
+            conn.close(reset=True)
         self.connections.clear()
 
-
-class _Upstream(asyncio.BufferedProtocol):
-    __slots__ = ("relay", "transport")
-
-    def __init__(self, relay: "_Relay"):
-        self.relay = relay
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.relay._attached(self)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _ReadBuffer.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        relay = self.relay
-        if self is not relay.upstream or relay.done:
+    def _accept(self) -> None:
+        lsock = self.sock
+        if lsock is None:
             return
-        if not relay.answered:
-            relay.answered = True
-            relay.replay = None
-        client = relay.client
-        client.write(_ReadBuffer.view[:nbytes])
-        if client.get_write_buffer_size():
-            _ReadBuffer.retained()
-
-    def eof_received(self) -> bool:
-        return self.relay._upstream_eof(self)
-
-    def connection_lost(self, exc) -> None:
-        self.relay._upstream_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self.relay._pause_client()
-
-    def resume_writing(self) -> None:
-        self.relay._resume_client()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: drop this one, keep listening
+                log.warning("accept on %s:%d failed: %s", self.ip, self.port, e)
+                return
+            sock.setblocking(False)
+            self.accepted += 1
+            _TcpConn(self, sock, addr[0])
 
 
-class _Relay(asyncio.BufferedProtocol):
-    """The client side of one connection, and the state of its relay."""
+class _TcpConn:
+    """One relayed connection: side 0 is the client, side 1 the target.
 
-    __slots__ = ("listener", "client", "client_ip", "upstream", "candidates", "pending", "pending_size",
-                 "replay", "replay_size", "answered", "client_eof", "upstream_eof", "done",
-                 "client_paused", "connect_task", "target")
+    Per side: `out` holds what could not be written to it yet, `eof` says it sent its FIN, `shut`
+    that we passed a FIN on to it; `pipe`/`inpipe` are the splice pipe of the data read from it.
+    Reading a side stops while the other side has anything waiting (`out` or a non-empty pipe).
+    """
 
-    def __init__(self, listener: TcpListener):
+    __slots__ = ("listener", "loop", "socks", "fds", "out", "eof", "shut", "reading", "writing",
+                 "pipe", "inpipe", "candidates", "target", "replay", "replay_size", "answered",
+                 "client_ip", "closed", "connecting", "timer")
+
+    def __init__(self, listener: TcpListener, sock: socket.socket, client_ip: str):
         self.listener = listener
-        self.client: asyncio.Transport | None = None
-        self.client_ip = ""
-        self.upstream: _Upstream | None = None
+        self.loop = asyncio.get_running_loop()
+        self.socks: list[socket.socket | None] = [sock, None]
+        self.fds = [sock.fileno(), -1]
+        self.out: list[list[bytes]] = [[], []]
+        self.eof = [False, False]
+        self.shut = [False, False]
+        self.reading = [False, False]
+        self.writing = [False, False]
+        self.pipe: list[tuple[int, int] | None] = [None, None]
+        self.inpipe = [0, 0]
         self.target: Target | None = None
-        self.candidates: list[Target] = []
-        self.pending: list[bytes] = []    # received while no upstream is attached
-        self.pending_size = 0
-        self.replay: list[bytes] | None = []  # sent to the current upstream before it answered
+        self.replay: list[bytes] | None = []  # what the client sent before the target answered
         self.replay_size = 0
         self.answered = False
-        self.client_eof = False
-        self.upstream_eof = False
-        self.done = False
-        self.client_paused = False
-        self.connect_task: asyncio.Task | None = None
-
-    # ------------------------------------------------ client side
-
-    def connection_made(self, transport) -> None:
-        self.client = transport
-        lst = self.listener
-        if lst.backends.preserve_client_ip:
-            peer = transport.get_extra_info("peername")
-            self.client_ip = peer[0] if peer else ""
-        lst.connections.add(self)
-        lst.accepted += 1
-        self.candidates = list(lst.backends.order())
+        self.client_ip = client_ip
+        self.closed = False
+        self.connecting = False  # a connect to self.target is in progress
+        self.timer: asyncio.TimerHandle | None = None
+        listener.connections.add(self)
+        self.candidates = list(listener.backends.order())
+        self._set_reading(CLIENT, True)
         self._connect_next()
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _ReadBuffer.view
+    # ------------------------------------------------ poller registrations
 
-    def buffer_updated(self, nbytes: int) -> None:
-        data = _ReadBuffer.view[:nbytes]
-        up = self.upstream
-        if up is None:
-            self.pending.append(bytes(data))
-            self.pending_size += nbytes
-            if self.pending_size >= REPLAY_LIMIT:
-                self._pause_client()
-            return
-        t = up.transport
-        t.write(data)
-        if self.replay is not None:
-            self.replay_size += nbytes
-            if self.replay_size > REPLAY_LIMIT:
-                self.replay = None  # too much to replay; a failure now is the client's to see
+    def _set_reading(self, side: int, on: bool) -> None:
+        if self.reading[side] != on and self.fds[side] >= 0:
+            self.reading[side] = on
+            if on:
+                self.loop.add_reader(self.fds[side], self._readable, side)
             else:
-                self.replay.append(bytes(data))
-        if t.get_write_buffer_size():
-            _ReadBuffer.retained()
+                self.loop.remove_reader(self.fds[side])
 
-    def eof_received(self) -> bool:
-        self.client_eof = True
-        up = self.upstream
-        if up is not None:
-            if up.transport.can_write_eof():
-                up.transport.write_eof()
-            if self.upstream_eof:
-                self._finish()
-        return True
-
-    def connection_lost(self, exc) -> None:
-        self.done = True
-        self.listener.connections.discard(self)
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-        up = self.upstream
-        if up is not None and up.transport is not None:
-            if exc is not None:
-                up.transport.abort()
+    def _set_writing(self, side: int, on: bool) -> None:
+        if self.writing[side] != on and self.fds[side] >= 0:
+            self.writing[side] = on
+            if on:
+                self.loop.add_writer(self.fds[side], self._writable, side)
             else:
-                up.transport.close()
+                self.loop.remove_writer(self.fds[side])
 
-    def pause_writing(self) -> None:
-        up = self.upstream
-        if up is not None:
-            up.transport.pause_reading()
+    def _blocked(self, side: int) -> bool:
+        """Whether data read from `side` is still waiting to be written to the other side."""
+        return bool(self.out[1 - side]) or self.inpipe[side] > 0
 
-    def resume_writing(self) -> None:
-        up = self.upstream
-        if up is not None:
-            up.transport.resume_reading()
-
-    def _pause_client(self) -> None:
-        if not self.client_paused and not self.done:
-            self.client_paused = True
-            self.client.pause_reading()
-
-    def _resume_client(self) -> None:
-        if self.client_paused and not self.done:
-            self.client_paused = False
-            self.client.resume_reading()
-
-    def abort(self) -> None:
-        if self.client is not None and not self.done:
-            self._reset_client()
-
-    def _reset_client(self) -> None:
-        self.done = True
-        sock = self.client.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        self.client.abort()
-
-    def _finish(self) -> None:
-        """Both directions saw EOF: close both sides."""
-        self.done = True
-        self.client.close()
-        if self.upstream is not None:
-            self.upstream.transport.close()
-
-    # ------------------------------------------------ upstream side
+    # ------------------------------------------------ connecting
 
     def _connect_next(self) -> None:
-        if not self.candidates:
-            self.listener.failed += 1
-            self._reset_client()
-            return
-        target = self.candidates.pop(0)
-        self.connect_task = asyncio.get_running_loop().create_task(self._connect(target))
-
-    async def _connect(self, target: Target) -> None:
-        loop = asyncio.get_running_loop()
-        backends = self.listener.backends
-        try:
-            sock = _bound_socket(socket.SOCK_STREAM, _source_for(backends, self.client_ip))
-        except OSError as e:
-            log.warning("cannot bind the source address for %s: %s", target, e)
-            self.connect_task = None
-            self._connect_next()
-            return
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await _connect_socket(loop, sock, (target.ip, target.port))
+        while self.candidates and not self.closed:
+            target = self.candidates.pop(0)
+            backends = self.listener.backends
+            source = self.client_ip if backends.preserve_client_ip else backends.source_ip
+            try:
+                sock = _bound_socket(socket.SOCK_STREAM, source)
+            except OSError as e:
+                log.warning("cannot bind the source address %s for %s: %s", source, target, e)
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                err = sock.connect_ex((target.ip, target.port))
+                if err == errno.EINPROGRESS:
+                    # On loopback the handshake usually completed inside the first call.
+                    err = sock.connect_ex((target.ip, target.port))
+                    if err == errno.EISCONN:
+                        err = 0
+            except OSError as e:
+                err = e.errno or errno.ECONNREFUSED
             self.target = target
-            await loop.create_connection(lambda: _Upstream(self), sock=sock)
-        except asyncio.CancelledError:
-            sock.close()
-            raise
-        except (OSError, TimeoutError) as e:
-            sock.close()
-            self.connect_task = None
-            if self.done:
+            if err == 0:
+                self._attach(sock)
                 return
-            if _is_target_error(e):
-                backends.failed(target)
-            log.debug("connect to %s failed (%s); %d more to try", target, e, len(self.candidates))
-            self._connect_next()
+            if err in (errno.EINPROGRESS, errno.EALREADY):
+                self.socks[UPSTREAM], self.fds[UPSTREAM] = sock, sock.fileno()
+                self.connecting = True
+                self._set_writing(UPSTREAM, True)
+                self.timer = self.loop.call_later(CONNECT_TIMEOUT, self._connect_failed, errno.ETIMEDOUT)
+                return
+            sock.close()
+            self._target_failed(err)
+        if not self.closed:
+            self.listener.failed += 1
+            self.close(reset=True)
+
+    def _target_failed(self, err: int) -> None:
+        if err in _TARGET_ERRORS and self.target is not None:
+            self.listener.backends.failed(self.target)
+        log.debug("connect to %s failed (%s); %d more to try", self.target, os.strerror(err),
+                  len(self.candidates))
+
+    def _connect_failed(self, err: int) -> None:
+        self._drop_upstream()
+        self._target_failed(err)
+        self._connect_next()
+
+    def _connect_ready(self) -> None:
+        """The in-progress connect finished (the upstream socket turned writable)."""
+        self.connecting = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        sock = self.socks[UPSTREAM]
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._connect_failed(err)
             return
-        self.connect_task = None
+        self._set_writing(UPSTREAM, False)
+        self.socks[UPSTREAM], self.fds[UPSTREAM] = None, -1
+        self._attach(sock)
 
-    def _attached(self, up: _Upstream) -> None:
-        if self.done:
-            up.transport.abort()
+    def _attach(self, sock: socket.socket) -> None:
+        self.socks[UPSTREAM], self.fds[UPSTREAM] = sock, sock.fileno()
+        self._set_reading(UPSTREAM, True)
+        pending = self.out[UPSTREAM]
+        self.out[UPSTREAM] = []
+        for data in pending:
+            if not self._send(UPSTREAM, data):
+                break
+        if not self.out[UPSTREAM]:
+            if self.eof[CLIENT]:
+                self._shutdown(UPSTREAM)
+            elif not self.reading[CLIENT] and not self.closed:
+                self._set_reading(CLIENT, True)
+
+    def _drop_upstream(self) -> None:
+        """Close the upstream socket; what waits in `out[UPSTREAM]` stays for the next one."""
+        self.connecting = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        sock = self.socks[UPSTREAM]
+        if sock is None:
             return
-        self.upstream = up
-        t = up.transport
-        pending, size = self.pending, self.pending_size
-        self.pending, self.pending_size = [], 0
-        if pending:
-            t.writelines(pending)
-            if self.replay is not None:
-                self.replay.extend(pending)
-                self.replay_size += size
-        if self.client_eof and t.can_write_eof():
-            t.write_eof()
-        self._resume_client()
+        self._set_reading(UPSTREAM, False)
+        self._set_writing(UPSTREAM, False)
+        self.socks[UPSTREAM], self.fds[UPSTREAM] = None, -1
+        self.eof[UPSTREAM] = self.shut[UPSTREAM] = False
+        sock.close()
 
-    def _can_replay(self) -> bool:
-        return (not self.answered and not self.done and self.replay is not None
-                and self.replay_size > 0 and bool(self.candidates))
-
-    def _retry_elsewhere(self, up: _Upstream, why: str) -> None:
+    def _retry_elsewhere(self, why: str) -> None:
         """The target closed before answering: send what the client said to the next one."""
         log.info("%s closed the connection before answering (%s): retrying on another target",
                  self.target, why)
         if self.target is not None:
             self.listener.backends.failed(self.target)
-        self.upstream = None
-        self.pending, self.pending_size = self.replay, self.replay_size
-        self.replay, self.replay_size = [], 0
-        up.transport.abort()
+        self._drop_upstream()
+        self.out[UPSTREAM] = list(self.replay)  # re-sent once the next connect completes
         self._connect_next()
 
-    def _upstream_eof(self, up: _Upstream) -> bool:
-        if up is not self.upstream:
+    def _can_replay(self) -> bool:
+        return (not self.answered and not self.closed and self.replay is not None
+                and self.replay_size > 0 and bool(self.candidates))
+
+    # ------------------------------------------------ the relay
+
+    def _readable(self, side: int) -> None:
+        if self.closed:
+            return
+        if self.pipe[side] is not None:
+            self._splice_in(side)
+            return
+        sock = self.socks[side]
+        other = 1 - side
+        for _ in range(READ_BATCH):
+            try:
+                n = sock.recv_into(_buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._failed(side, e)
+                return
+            if n == 0:
+                self._eof(side)
+                return
+            data = _view[:n]
+            if side == UPSTREAM:
+                if not self.answered:
+                    self.answered = True
+                    self.replay = None
+            elif self.replay is not None:
+                self.replay_size += n
+                if self.replay_size > REPLAY_LIMIT:
+                    self.replay = None  # too much to replay; a failure now is the client's to see
+                else:
+                    self.replay.append(bytes(data))
+            if side == CLIENT and (self.connecting or self.socks[UPSTREAM] is None):
+                # still connecting: keep it for when the connection is up
+                self.out[UPSTREAM].append(bytes(data))
+                if sum(map(len, self.out[UPSTREAM])) >= REPLAY_LIMIT:
+                    self._set_reading(CLIENT, False)
+                return
+            if not self._send(other, data):
+                return
+            if n < BUFFER_SIZE:
+                return  # drained, most likely; the poller says so if not
+            if SPLICE and (side == UPSTREAM or self.replay is None):
+                self._start_splice(side)
+                return
+
+    def _send(self, side: int, data) -> bool:
+        """Write to `side`; False (and reading of the other side stopped) if not all of it went."""
+        if self.out[side]:
+            self.out[side].append(bytes(data))
             return False
-        if self._can_replay():
-            self._retry_elsewhere(up, "EOF")
+        try:
+            sent = self.socks[side].send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as e:
+            self._failed(side, e)
+            return False
+        if sent == len(data):
             return True
-        self.upstream_eof = True
-        if not self.done and self.client.can_write_eof():
-            self.client.write_eof()
-        if self.client_eof:
-            self._finish()
+        self.out[side].append(bytes(data[sent:]))
+        self._set_reading(1 - side, False)
+        self._set_writing(side, True)
+        return False
+
+    def _writable(self, side: int) -> None:
+        if self.closed:
+            return
+        if side == UPSTREAM and self.connecting:
+            self._connect_ready()
+            return
+        other = 1 - side
+        if self.inpipe[other]:
+            if not self._splice_out(other):
+                return
+        out = self.out[side]
+        sock = self.socks[side]
+        while out:
+            data = out[0]
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._failed(side, e)
+                return
+            if sent < len(data):
+                out[0] = data[sent:]
+                return
+            out.pop(0)
+        self._set_writing(side, False)
+        if self.eof[other]:
+            self._shutdown(side)
+        elif not self.closed:
+            self._set_reading(other, True)
+
+    def _eof(self, side: int) -> None:
+        self._set_reading(side, False)
+        if side == UPSTREAM and self._can_replay():
+            self._retry_elsewhere("EOF")
+            return
+        self.eof[side] = True
+        other = 1 - side
+        if self.socks[other] is not None and not self._blocked(side) and not self.writing[other]:
+            self._shutdown(other)
+
+    def _shutdown(self, side: int) -> None:
+        """Pass a FIN on to `side`; close the connection once both directions are done."""
+        if not self.shut[side]:
+            self.shut[side] = True
+            try:
+                self.socks[side].shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        if self.shut[CLIENT] and self.shut[UPSTREAM]:
+            self.close()
+
+    def _failed(self, side: int, e: OSError) -> None:
+        """A reset (or another error) on `side`: retry if the target had not answered, else pass it on."""
+        if side == UPSTREAM and self._can_replay():
+            self._retry_elsewhere(os.strerror(e.errno) if e.errno else str(e))
+            return
+        self.close(reset=True)
+
+    # ------------------------------------------------ splice(2) for bulk directions
+
+    def _start_splice(self, side: int) -> None:
+        try:
+            self.pipe[side] = _get_pipe()
+        except OSError:
+            return  # out of descriptors: stay in user space
+        self._splice_in(side)
+
+    def _splice_in(self, side: int) -> None:
+        if self.inpipe[side] and not self._splice_out(side):
+            return
+        r, w = self.pipe[side]
+        src = self.fds[side]
+        for _ in range(READ_BATCH):
+            try:
+                n = os.splice(src, w, PIPE_SIZE, flags=SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._failed(side, e)
+                return
+            if n == 0:
+                self._eof(side)
+                return
+            if side == UPSTREAM and not self.answered:
+                self.answered = True
+                self.replay = None
+            self.inpipe[side] = n
+            if not self._splice_out(side):
+                return
+
+    def _splice_out(self, side: int) -> bool:
+        """Move the pipe of `side` to the other side; False (reading stopped) if it is not empty yet."""
+        r = self.pipe[side][0]
+        other = 1 - side
+        dst = self.fds[other]
+        while self.inpipe[side]:
+            try:
+                self.inpipe[side] -= os.splice(r, dst, self.inpipe[side], flags=SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                self._set_reading(side, False)
+                self._set_writing(other, True)
+                return False
+            except OSError as e:
+                self._failed(other, e)
+                return False
         return True
 
-    def _upstream_lost(self, up: _Upstream, exc) -> None:
-        if up is not self.upstream or self.done:
+    # ------------------------------------------------ the end
+
+    def close(self, reset: bool = False) -> None:
+        if self.closed:
             return
-        if exc is not None and self._can_replay():
-            self._retry_elsewhere(up, str(exc) or type(exc).__name__)
-            return
-        self.upstream = None
-        if exc is not None:
-            self._reset_client()
-        else:
-            self.done = True
-            self.client.close()
+        self.closed = True
+        self.listener.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for side in (CLIENT, UPSTREAM):
+            sock = self.socks[side]
+            if sock is None:
+                continue
+            self._set_reading(side, False)
+            self._set_writing(side, False)
+            if reset:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+            sock.close()
+            self.socks[side], self.fds[side] = None, -1
+            pipe = self.pipe[side]
+            if pipe is not None:
+                _put_pipe(pipe, self.inpipe[side] == 0)
+                self.pipe[side] = None
 
 
 # ------------------------------------------------------------------ UDP

@@ -7,9 +7,11 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 import pytest
 
+from kubemu.cloudlb import forward
 from kubemu.cloudlb.forward import Backends, TcpListener, UdpListener
 from kubemu.cloudlb.planner import Probe, Target
 from kubemu.testing import procs
@@ -289,8 +291,50 @@ def test_bulk_transfer_both_ways_with_back_pressure(addrs):
         assert digest == hashlib.sha256(payload).digest()
         assert len(back) == len(payload) and back == payload
         w.close()
+        for _ in range(200):   # both directions moved to splice(2): their pipes come back to the pool
+            if not lst.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not lst.connections and (len(forward._pipes) >= 2 or not forward.SPLICE)
         lst.close()
         server.close()
+    run(go())
+
+
+def test_a_target_that_does_not_answer_the_handshake_times_out(addrs, monkeypatch):
+    """A full accept queue drops SYNs: the connect stays in progress until CONNECT_TIMEOUT."""
+    monkeypatch.setattr(forward, "CONNECT_TIMEOUT", 0.3)
+
+    async def go():
+        bip = addrs.backend()
+        stuck = socket.socket()
+        stuck.bind((bip, 0))
+        stuck.listen(0)          # never accepts: the queue fills after a connection or two
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(stuck.getsockname())
+            fillers.append(f)
+
+        async def hello(r, w):
+            await r.read()
+            w.write(b"hi")
+            w.close()
+
+        server, port = await serve(bip, hello)
+        lb_ip = addrs.lb()
+        dead = target(bip, stuck.getsockname()[1])
+        lst, failures = await listener(lb_ip, [dead, target(bip, port)])
+        lst.backends._next = 0
+        t0 = time.monotonic()
+        assert await request(lb_ip, lst.port, b"x") == b"hi"
+        assert failures == [dead] and 0.25 < time.monotonic() - t0 < 2
+        lst.close()
+        server.close()
+        stuck.close()
+        for f in fillers:
+            f.close()
     run(go())
 
 
