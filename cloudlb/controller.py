@@ -46,8 +46,7 @@ WORKERS = 4
 COST_ANNOTATIONS = (cost.ANNOTATION_SINCE, cost.ANNOTATION_HOURLY, cost.ANNOTATION_COST)
 
 
-class SyncError(Exception):
-    """A sync that must be retried (a bind failed); the Event already says why."""
+BIND_RETRY_BASE, BIND_RETRY_MAX = 0.05, 2.0
 
 
 def _slice_service(sl: Message) -> list[str]:
@@ -91,6 +90,7 @@ class Controller:
         # The revision of our last write per Service: a cached copy older than that has not seen
         # it yet, and acting on it would write again what was just written.
         self.written: dict[str, int] = {}
+        self.bind_failures: dict[str, int] = {}
         self.synced = asyncio.Event()
         self.services.add_handler(self._on_service)
         self.nodes.add_handler(self._on_node)
@@ -159,6 +159,7 @@ class Controller:
         lb = self.lbs.remove(key)
         ip = self.pool.release(key)
         self.pending.discard(key)
+        self.bind_failures.pop(key, None)
         if ip is not None:
             log.info("%s: released %s", key, ip)
             self._wake_pending()
@@ -229,9 +230,18 @@ class Controller:
         for why in plan.skipped:
             self.recorder.record(svc, WARNING, "UnsupportedPort", why)
         if bind_errors:
+            # Retried on a backoff of its own (at most BIND_RETRY_MAX apart, so the Service is
+            # provisioned soon after the port is free) rather than by failing the sync, which
+            # would log a warning on every attempt of a condition that may last.
             msg = "Error syncing load balancer: " + "; ".join(bind_errors)
+            n = self.bind_failures.get(key, 0)
+            self.bind_failures[key] = n + 1
+            if n == 0:
+                log.warning("%s: %s", key, msg)
             self.recorder.record(svc, WARNING, "SyncLoadBalancerFailed", msg)
-            raise SyncError(msg)
+            self.queue.add_after(key, min(BIND_RETRY_BASE * 2 ** n, BIND_RETRY_MAX))
+            return
+        self.bind_failures.pop(key, None)
 
         if not published:
             # Publish once the checks had their first say, so the first clients find healthy targets.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 
 from kubemu.client import Client
@@ -18,8 +19,19 @@ from kubemu.cloudlb.pool import Pool
 log = logging.getLogger("kubemu.cloudlb")
 
 
+def _raise_nofile() -> None:
+    """Every relayed connection holds two sockets (and a bulk one two pipes): allow what we may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 async def run(*, server: str, pool: str, lb_class: str | None = None, health_interval: float = 1.0,
               hourly_price: float = 0.025, cost_interval: float = 60.0) -> int:
+    _raise_nofile()
     client = Client(server)
     controller = Controller(client, pool=Pool(pool), lb_class=lb_class, health_interval=health_interval,
                             hourly_price=hourly_price, cost_interval=cost_interval)

@@ -89,7 +89,7 @@ def test_provisioned_reachable_with_finalizer_status_events_and_cost(env):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ann["kubemu.io/load-balancer-since"])
     out = subprocess.run(procs.kubemu_command("describe", "svc", "web", "--server", env.server),
                          capture_output=True, text=True, timeout=30).stdout
-    assert f"LoadBalancer Ingress:" in out and ip in out and "kubemu.io/cost" in out, out
+    assert "LoadBalancer Ingress:" in out and ip in out and "kubemu.io/cost" in out, out
     assert "LoadBalancerCost" in out, out
     # deletion: listener closed, finalizer removed so the Service goes, IP released
     env.delete_and_wait("web")
@@ -184,7 +184,7 @@ def test_port_change_type_change_and_back(env):
 def test_restart_adopts_what_it_provisioned(env):
     ips = {}
     for name in ("keep-a", "keep-b"):
-        svc = env.create_service(name, [{"port": 8084}])
+        env.create_service(name, [{"port": 8084}])
         ips[name] = env.wait_ingress(name)
     env.fake_node(3, http=[env.get(n).spec.ports[0].nodePort for n in ips])
     out = env.stop_lb()
