@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 
@@ -123,8 +124,11 @@ async def run(*, server: str, listen: str, zone: str = "cluster.local", ttl: int
     own = {(host, port)} | ({(service_ip, 53)} if service_ip else set())
     upstreams = [u for u in (upstreams or []) if u not in own]   # never forward to ourselves
     builder = SnapshotBuilder(zone, ttl=ttl, nameservers=[service_ip or host])
+    # KUBEMU_DNS_UDP=protocol: the event loop's datagram protocol instead of reading the
+    # socket directly (kept for the benchmark's comparison; see docs/perf/dns.md)
     dns = DnsServer(builder.build(synced=False), cache_size=cache_size,
-                    forwarder=Forwarder(upstreams) if upstreams else None)
+                    forwarder=Forwarder(upstreams) if upstreams else None,
+                    udp_mode=os.environ.get("KUBEMU_DNS_UDP", "reader"))
     try:
         await dns.start(host, port)
     except OSError as e:

@@ -36,6 +36,8 @@ VERSION_TTL = 28800   # the specification's example, and CoreDNS'
 MAX_CHASE = 8         # CNAME hops followed inside the zone
 
 _REVERSE = {("in-addr", "arpa"): 4, ("ip6", "arpa"): 6}
+_ADDR_QTYPES = frozenset((QTYPE.A, QTYPE.AAAA, QTYPE.ANY))
+_SRV_QTYPES = frozenset((QTYPE.SRV, QTYPE.ANY))
 
 
 @dataclasses.dataclass
@@ -122,9 +124,16 @@ def _port_matches(p: Port, match: tuple[str, str] | None) -> bool:
     return match is None or (p.name == match[0] and p.protocol == match[1])
 
 
-def _service_node(snap: Snapshot, owner, svc: ServiceRecord, rel: tuple[str, ...]) -> _Node | None:
-    """The node at `rel` (labels left of `<svc>.<ns>.svc`, leftmost first) below a Service."""
+def _service_node(snap: Snapshot, owner, svc: ServiceRecord, rel: tuple[str, ...],
+                  qtype: int) -> _Node | None:
+    """The node at `rel` (labels left of `<svc>.<ns>.svc`, leftmost first) below a Service.
+
+    Only the records `qtype` asks for are built (a node's existence never depends on them):
+    an A query for a Service with many ports or endpoints does not pay for its SRV records.
+    """
     ttl = snap.ttl
+    want_addr = qtype in _ADDR_QTYPES
+    want_srv = qtype in _SRV_QTYPES
     if svc.kind == "ExternalName":
         if rel:
             return None   # nothing lives below an ExternalName
@@ -133,18 +142,21 @@ def _service_node(snap: Snapshot, owner, svc: ServiceRecord, rel: tuple[str, ...
         return None
     if not rel:
         node = _Node()
-        ips = svc.ips if svc.kind == "ClusterIP" else tuple(dict.fromkeys(e.ip for e in svc.endpoints))
-        for ip in ips:
-            node.add(_addr_rr(owner, ip, ttl))
-        _service_srv(node, owner, svc, snap, None)
+        if want_addr:
+            ips = svc.ips if svc.kind == "ClusterIP" else tuple(dict.fromkeys(e.ip for e in svc.endpoints))
+            for ip in ips:
+                node.add(_addr_rr(owner, ip, ttl))
+        if want_srv:
+            _service_srv(node, owner, svc, snap, None)
         return node
     if len(rel) == 1:
         label = rel[0]
-        node = _Node()
-        for ep in svc.endpoints:
-            if ep.hostname == label:
-                node.add(_addr_rr(owner, ep.ip, ttl))
-        if node.records:
+        matching = [ep for ep in svc.endpoints if ep.hostname == label]
+        if matching:
+            node = _Node()
+            if want_addr:
+                for ep in matching:
+                    node.add(_addr_rr(owner, ep.ip, ttl))
             return node
         if label.startswith("_") and any(
                 p.protocol == label[1:] and p.name for p in _all_ports(svc)):
@@ -154,9 +166,13 @@ def _service_node(snap: Snapshot, owner, svc: ServiceRecord, rel: tuple[str, ...
         port, proto = rel
         if not (port.startswith("_") and proto.startswith("_")) or len(port) < 2:
             return None
+        match = (port[1:], proto[1:])
+        if not any(p.port >= 0 and _port_matches(p, match) for p in _all_ports(svc)):
+            return None
         node = _Node()
-        _service_srv(node, owner, svc, snap, (port[1:], proto[1:]))
-        return node if node.records else None
+        if want_srv:
+            _service_srv(node, owner, svc, snap, match)
+        return node
     return None
 
 
@@ -168,7 +184,7 @@ def _all_ports(svc: ServiceRecord):
         yield from svc.ports
 
 
-def _zone_node(snap: Snapshot, owner, rel: tuple[str, ...]) -> _Node | None:
+def _zone_node(snap: Snapshot, owner, rel: tuple[str, ...], qtype: int) -> _Node | None:
     """The node at `rel` (labels left of the zone, leftmost first); None: NXDOMAIN."""
     ttl = snap.ttl
     zone = snap.zone
@@ -206,7 +222,7 @@ def _zone_node(snap: Snapshot, owner, rel: tuple[str, ...]) -> _Node | None:
         svc = snap.services.get((ns, rel[-3]))
         if svc is None:
             return None
-        return _service_node(snap, owner, svc, rel[:-3])
+        return _service_node(snap, owner, svc, rel[:-3], qtype)
     # pods: <dashed-ip>.<ns>.pod.<zone>
     if len(rel) != 3:
         return None
@@ -279,7 +295,7 @@ def resolve(snap: Snapshot, qname: DNSLabel, qtype: int) -> Answer:
 
 
 def _answer(snap: Snapshot, owner, rel: tuple[str, ...], qtype: int, zone_owner, depth: int) -> Answer:
-    node = _zone_node(snap, owner, rel)
+    node = _zone_node(snap, owner, rel, qtype)
     if node is None:
         return Answer(rcode=RCODE.NXDOMAIN, authority=[soa(snap, zone_owner)])
     ans = Answer()

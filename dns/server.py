@@ -28,6 +28,7 @@ from kubemu.dns.snapshot import Snapshot
 log = logging.getLogger("kubemu.dns.server")
 
 MAX_CACHED_QUERY = 512
+UDP_BATCH = 64   # datagrams read per wake-up before yielding to the event loop
 
 
 class _Rotation:
@@ -57,13 +58,15 @@ class Generation:
 class DnsServer:
     def __init__(self, snapshot: Snapshot, *, forwarder: Forwarder | None = None,
                  cache_size: int = 100_000, tcp_idle_timeout: float = 10.0,
-                 max_tcp_connections: int = 1000):
+                 max_tcp_connections: int = 1000, udp_mode: str = "reader"):
         self.gen = Generation(snapshot)
         self.forwarder = forwarder if forwarder is not None and forwarder.upstreams else None
         self.cache_size = cache_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
+        self.udp_mode = udp_mode
         self.udp_transport: asyncio.DatagramTransport | None = None
+        self._udp_sock: socket.socket | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._tcp_conns = 0
@@ -104,8 +107,13 @@ class DnsServer:
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 udp_sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        self.udp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), sock=udp_sock)
+        if self.udp_mode == "reader":
+            udp_sock.setblocking(False)
+            self._udp_sock = udp_sock
+            loop.add_reader(udp_sock.fileno(), self._udp_readable)
+        else:
+            self.udp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock)
         self.tcp_server = await asyncio.start_server(self._tcp_client, sock=tcp_sock,
                                                      backlog=1024)
         self.address = (host, bound)
@@ -114,6 +122,10 @@ class DnsServer:
     async def stop(self) -> None:
         if self.udp_transport is not None:
             self.udp_transport.close()
+        if self._udp_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._udp_sock.fileno())
+            self._udp_sock.close()
+            self._udp_sock = None
         if self.tcp_server is not None:
             self.tcp_server.close()
         for t in list(self._tasks):
@@ -175,8 +187,46 @@ class DnsServer:
 
     async def _udp_slow(self, data: bytes, outcome, addr) -> None:
         reply = await self.complete(data, outcome, tcp=False)
-        if reply is not None and self.udp_transport is not None and not self.udp_transport.is_closing():
+        if reply is None:
+            return
+        if self._udp_sock is not None:
+            with contextlib.suppress(OSError):
+                self._udp_sock.sendto(reply, addr)
+        elif self.udp_transport is not None and not self.udp_transport.is_closing():
             self.udp_transport.sendto(reply, addr)
+
+    def _udp_readable(self) -> None:
+        """The hot path ("reader" mode): drain the socket, answering cache hits inline.
+
+        Reading the socket directly in a bounded loop skips the per-datagram protocol
+        machinery of the event loop; the bound lets TCP and timers run between batches. A
+        reply that finds the send buffer full is dropped, as the network may drop any datagram.
+        """
+        sock = self._udp_sock
+        if sock is None:
+            return
+        recv, send = sock.recvfrom, sock.sendto
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            hit = self.gen.udp.get(data[2:])
+            try:
+                if hit is not None:
+                    send(data[:2] + (hit if hit.__class__ is bytes else hit.take()), addr)
+                    continue
+                out = self.answer(data, tcp=False)
+                if out is None:
+                    continue
+                if out.__class__ is bytes:
+                    send(out, addr)
+                else:
+                    self._spawn(self._udp_slow(data, out, addr))
+            except OSError:
+                pass
 
     # -------------------------------------------------------------- TCP
 

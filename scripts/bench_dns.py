@@ -7,9 +7,13 @@ and unbound (Debian packages) loaded with the same N names and addresses as stat
 Measures, each the median of --runs runs, servers taken in turn within each run:
   - throughput: dnsperf over the N names (UDP, 100 queries outstanding, --duration seconds):
     queries/s, and the ratio to each C server
+  - CPU time of the server process per query during the throughput run (the figure least
+    disturbed by other load on the machine)
   - latency at a fixed 10,000 queries/s: p50/p99 from dnsperf's per-query times (-v)
   - kubemu's cache-miss path alone (a second instance with --cache-size 1)
-  - kubemu on asyncio's own event loop instead of uvloop (KUBEMU_LOOP=asyncio)
+  - kubemu on asyncio's own event loop instead of uvloop (KUBEMU_LOOP=asyncio), and with the
+    event loop's datagram protocol instead of reading the UDP socket directly
+    (KUBEMU_DNS_UDP=protocol)
   - DNS programming latency: a Service created (or an ExternalName retargeted, or deleted)
     through the API server -> the new answer seen by a client polling the DNS server; measured
     from the write request and from the write's acknowledgement
@@ -140,6 +144,14 @@ class Unbound(Server):
         procs.wait_port("127.0.0.1", port, 20, self.proc)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: per-query CPU cost is far less sensitive to other
+    load on the machine than queries/s or tail latency are."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def answers(server: Server, name: str, ip: str) -> bool:
     r = t.query("127.0.0.1", server.port, f"{name}.{NS}.svc.{ZONE}", timeout=1)
     return t.addresses(r) == [ip]
@@ -266,27 +278,32 @@ def main() -> None:
             kub = Kubemu(procs.free_port(), api, tmp)
             miss = Kubemu(procs.free_port(), api, tmp, "--cache-size", "1", name="kubemu-nocache")
             aio = Kubemu(procs.free_port(), api, tmp, name="kubemu-asyncio", env={"KUBEMU_LOOP": "asyncio"})
+            proto = Kubemu(procs.free_port(), api, tmp, name="kubemu-protocol", env={"KUBEMU_DNS_UDP": "protocol"})
             dm = Dnsmasq(procs.free_port(), records, tmp)
             ub = Unbound(procs.free_port(), records, tmp)
-            servers = [kub, miss, aio, dm, ub]
+            servers = [kub, miss, aio, proto, dm, ub]
             for s in servers:
                 procs.wait_for(lambda: answers(s, last, records[last]), 120, message=f"{s.name} to answer")
             results: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
             for run in range(args.runs):
                 order = servers[run % len(servers):] + servers[:run % len(servers)]
                 for s in order:
+                    cpu0 = cpu_seconds(s.proc.pid)
                     tp = dnsperf(s.port, names_file, args.duration)
+                    cpu_us = (cpu_seconds(s.proc.pid) - cpu0) / max(1.0, tp["qps"] * args.duration) * 1e6
                     lat = dnsperf(s.port, names_file, min(args.duration, 5), rate=args.rate, verbose=True)
                     r = results[s.name]
                     r.setdefault("qps", []).append(tp["qps"])
+                    r.setdefault("cpu_us", []).append(cpu_us)
                     r.setdefault("lost_pct", []).append(tp["lost_pct"])
                     r.setdefault("qps_at_rate", []).append(lat["qps"])
                     r.setdefault("p50_ms", []).append(lat.get("p50_ms", float("nan")))
                     r.setdefault("p99_ms", []).append(lat.get("p99_ms", float("nan")))
-                    print(f"run {run + 1} {s.name:16s} {tp['qps']:9.0f} qps (lost {tp['lost_pct']:.2f}%)  "
+                    print(f"run {run + 1} {s.name:16s} {tp['qps']:9.0f} qps (lost {tp['lost_pct']:.2f}%, "
+                          f"{cpu_us:.1f} us CPU/query)  "
                           f"at {args.rate}/s: p50 {lat.get('p50_ms', 0):.3f} ms p99 {lat.get('p99_ms', 0):.3f} ms",
                           flush=True)
-            for s in (miss, aio, dm, ub):
+            for s in (miss, aio, proto, dm, ub):
                 s.stop()
             prog = procs.run(programming_latency(api, kub.port, args.changes), timeout=3600)
     finally:
@@ -307,11 +324,12 @@ def main() -> None:
         """Median over runs of the per-run ratio: both measured minutes apart at most."""
         return statistics.median(a / b for a, b in zip(results[name][key], results[ref][key]))
 
-    print("| server | queries/s | vs dnsmasq | vs unbound | p50 at {0}/s | p99 at {0}/s |".format(args.rate))
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| server | queries/s | vs dnsmasq | vs unbound | CPU per query | p50 at {0}/s | p99 at {0}/s |"
+          .format(args.rate))
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, m in med.items():
         print(f"| {name} | {m['qps']:,.0f} | {ratio(name, 'dnsmasq'):.2f} | "
-              f"{ratio(name, 'unbound'):.2f} | {m['p50_ms']:.3f} ms | {m['p99_ms']:.3f} ms |")
+              f"{ratio(name, 'unbound'):.2f} | {m['cpu_us']:.1f} us | {m['p50_ms']:.3f} ms | {m['p99_ms']:.3f} ms |")
     print()
     print("(ratios: median of the per-run ratios; queries/s and latencies: medians over runs)")
     print()

@@ -6,6 +6,7 @@ import socket
 import struct
 import time
 
+import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from kubemu.dns import snapshot
@@ -95,9 +96,10 @@ def test_cache_hits_patch_the_message_id():
     run(body())
 
 
-def test_swap_never_serves_a_stale_answer():
+@pytest.mark.parametrize("udp_mode", ["reader", "protocol"])
+def test_swap_never_serves_a_stale_answer(udp_mode):
     async def body():
-        server = DnsServer(snap_with("10.96.0.20"))
+        server = DnsServer(snap_with("10.96.0.20"), udp_mode=udp_mode)
         addr = await server.start("127.0.0.1", 0)
         try:
             for i in range(30):
