@@ -16,7 +16,6 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
-import datetime
 import json
 import logging
 import secrets
@@ -31,6 +30,7 @@ from kubemu import labels, objects
 from kubemu.errors import (AlreadyExists, ApiError, BadRequest, Conflict, FieldError, Forbidden,
                            Invalid, NotFound, TooOld)
 from kubemu.apiserver.registry.base import Strategy
+from kubemu.timefmt import rfc3339
 from kubemu.apiserver.storage import Backend, Change
 from kubemu.v1 import api_pb2
 
@@ -48,7 +48,7 @@ def now() -> str:
     global _now_cache
     t = int(time.time())
     if _now_cache[0] != t:
-        _now_cache = (t, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+        _now_cache = (t, rfc3339(t))
     return _now_cache[1]
 
 
@@ -577,8 +577,7 @@ class Store:
                 if old.metadata.HasField("deletionTimestamp") and old.metadata.deletionGracePeriodSeconds <= grace:
                     return old
                 new = _copy(old)
-                deadline = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=grace)
-                new.metadata.deletionTimestamp = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+                new.metadata.deletionTimestamp = rfc3339(time.time() + grace)
                 new.metadata.deletionGracePeriodSeconds = grace
                 return txn.put("MODIFIED", new, prev=old)
         if old.metadata.finalizers:

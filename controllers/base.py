@@ -17,7 +17,6 @@ Rules of this package (STYLE.md, as Kubernetes' controllers):
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from typing import Iterable
 
@@ -39,21 +38,6 @@ def copy(msg: Message) -> Message:
     out = type(msg)()
     out.CopyFrom(msg)
     return out
-
-
-def rfc3339(t: float) -> str:
-    """Kubernetes' metav1.Time rendering (second precision, UTC)."""
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str) -> float | None:
-    """Seconds since the epoch of an RFC 3339 timestamp (with or without fractions), or None."""
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def controller_ref(obj: Message):

@@ -37,7 +37,8 @@ from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
 from kubemu.controllers.base import (Controller, controller_ref, copy, index_controller_uid, index_namespace,
-                                     owner_ref, parse_time, pod_terminal, rfc3339)
+                                     owner_ref, pod_terminal)
+from kubemu.timefmt import parse_time, rfc3339
 
 log = logging.getLogger("kubemu.controllers.deployment")
 

@@ -22,7 +22,7 @@ from kubemu.informer import Informer
 
 from kubemu.controllers.deployment import DeploymentController
 from kubemu.controllers.endpointslice import EndpointSliceController
-from kubemu.controllers.events import EventRecorder
+from kubemu.events import EventRecorder
 from kubemu.controllers.gc import GarbageCollector
 from kubemu.controllers.kubernetes_service import KubernetesServiceController
 from kubemu.controllers.nodelifecycle import LEASE_NAMESPACE, NodeLifecycleController

@@ -36,7 +36,8 @@ from kubemu import errors
 from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
-from kubemu.controllers.base import Controller, copy, index_node_name, parse_time, pod_ready, rfc3339
+from kubemu.controllers.base import Controller, copy, index_node_name, pod_ready
+from kubemu.timefmt import parse_time, rfc3339
 
 log = logging.getLogger("kubemu.controllers.nodelifecycle")
 

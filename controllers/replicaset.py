@@ -26,7 +26,8 @@ from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
 from kubemu.controllers.base import (Controller, controller_ref, copy, index_controller_uid, index_namespace,
-                                     owner_ref, parse_time, pod_active, pod_condition, pod_ready)
+                                     owner_ref, pod_active, pod_condition, pod_ready)
+from kubemu.timefmt import parse_time
 
 log = logging.getLogger("kubemu.controllers.replicaset")
 

@@ -26,7 +26,8 @@ from google.protobuf.message import Message
 from kubemu import errors, objects
 from kubemu.informer import Informer
 
-from kubemu.controllers.base import Controller, controller_ref, copy, pod_condition, pod_terminal, rfc3339
+from kubemu.controllers.base import Controller, controller_ref, copy, pod_condition, pod_terminal
+from kubemu.timefmt import rfc3339
 
 log = logging.getLogger("kubemu.controllers.scheduler")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import errno
 import logging
 import signal
@@ -22,6 +21,7 @@ import socket
 
 from kubemu import errors, objects
 from kubemu.client import Client
+from kubemu.events import WARNING, EventRecorder
 from kubemu.informer import Informer, wait_synced
 from kubemu.ingress import publish, routing, tls
 from kubemu.ingress.proxy import Proxy, UpstreamPool
@@ -176,21 +176,15 @@ class IngressController:
 
 async def report_port_fallback(client: Client, listeners: list[Listener]) -> None:
     """An Event on our Service for each listener that could not get its port."""
+    recorder = EventRecorder(client)
+    svc = objects.new("Service", publish.NAME, publish.NAMESPACE)
     for lst in listeners:
-        if not lst.error:
-            continue
-        ev = objects.new("Event", "", publish.NAMESPACE)
-        ev.metadata.generateName = f"{publish.NAME}."
-        ev.involvedObject.kind, ev.involvedObject.apiVersion = "Service", "v1"
-        ev.involvedObject.namespace, ev.involvedObject.name = publish.NAMESPACE, publish.NAME
-        ev.reason, ev.type = "ListenerPortFallback", "Warning"
-        ev.message = f"{lst.error}; {lst.scheme} listens on port {lst.port} instead"
-        ev.source.component = "ingress-controller"
-        ts = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ev.firstTimestamp = ev.lastTimestamp = ts
-        ev.count = 1
-        with contextlib.suppress(errors.ApiError):
-            await client.create(ev)
+        if lst.error:
+            recorder.record(svc, WARNING, "ListenerPortFallback",
+                            f"{lst.error}; {lst.scheme} listens on port {lst.port} instead",
+                            "ingress-controller")
+    with contextlib.suppress(errors.ApiError):
+        await recorder.flush()
 
 
 async def run(*, server: str, listen_ip: str, http_port: int = 80, https_port: int = 443,

@@ -1,5 +1,7 @@
 """Recording Events (core/v1 Event) about objects, as client-go's EventRecorder does.
 
+Every component records through this one recorder.
+
 `record()` never blocks and never fails the caller: events are written by a background task,
 because a controller must not slow down or fail a sync over a message meant for humans.
 Repeats of the same (object, type, reason, message, source) are aggregated into one Event
@@ -20,11 +22,10 @@ from typing import Callable
 from google.protobuf.message import Message
 
 from kubemu import errors, objects
+from kubemu.timefmt import rfc3339
 from kubemu.v1 import objects_pb2 as pb
 
-from kubemu.controllers.base import rfc3339
-
-log = logging.getLogger("kubemu.controllers.events")
+log = logging.getLogger("kubemu.events")
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -34,18 +35,19 @@ _Key = tuple[str, str, str, str, str, str, str]
 
 def event_key(obj: Message, type_: str, reason: str, message: str, component: str) -> _Key:
     """What makes two events "the same" for aggregation (client-go's getEventKey)."""
-    return (obj.kind, obj.metadata.namespace, obj.metadata.name, obj.metadata.uid,
+    return (obj.DESCRIPTOR.name, obj.metadata.namespace, obj.metadata.name, obj.metadata.uid,
             type_, reason, message + "\x00" + component)
 
 
 def involved_object(obj: Message) -> pb.ObjectReference:
-    return pb.ObjectReference(kind=obj.kind, namespace=obj.metadata.namespace, name=obj.metadata.name,
-                              uid=obj.metadata.uid, apiVersion=obj.apiVersion,
+    k = objects.kind_of(obj)
+    return pb.ObjectReference(kind=k.kind, namespace=obj.metadata.namespace, name=obj.metadata.name,
+                              uid=obj.metadata.uid, apiVersion=k.api_version,
                               resourceVersion=obj.metadata.resourceVersion)
 
 
 def new_event(obj: Message, type_: str, reason: str, message: str, component: str,
-              now: float, count: int = 1) -> pb.Event:
+              now: float, count: int = 1, host: str = "") -> pb.Event:
     """An Event about `obj`, named `<object>.<nanoseconds hex>` as client-go names them.
 
     Events about cluster-scoped objects (Nodes) live in the `default` namespace, as in
@@ -60,14 +62,17 @@ def new_event(obj: Message, type_: str, reason: str, message: str, component: st
     ev.firstTimestamp = ev.lastTimestamp = rfc3339(now)
     ev.count = count
     ev.reportingComponent = component
+    if host:
+        ev.source.host = ev.reportingInstance = host
     return ev
 
 
 class _Pending:
-    __slots__ = ("obj", "type", "reason", "message", "component", "count")
+    __slots__ = ("obj", "type", "reason", "message", "component", "host", "count")
 
-    def __init__(self, obj, type_, reason, message, component):
-        self.obj, self.type, self.reason, self.message, self.component = obj, type_, reason, message, component
+    def __init__(self, obj, type_, reason, message, component, host):
+        self.obj, self.type, self.reason, self.message = obj, type_, reason, message
+        self.component, self.host = component, host
         self.count = 1
 
 
@@ -85,10 +90,11 @@ class EventRecorder:
         self._written: collections.OrderedDict[_Key, tuple[str, str, int, str]] = collections.OrderedDict()
         self.dropped = 0
 
-    def for_component(self, component: str) -> "ComponentRecorder":
-        return ComponentRecorder(self, component)
+    def for_component(self, component: str, host: str = "") -> "ComponentRecorder":
+        return ComponentRecorder(self, component, host)
 
-    def record(self, obj: Message, type_: str, reason: str, message: str, component: str) -> None:
+    def record(self, obj: Message, type_: str, reason: str, message: str, component: str,
+               host: str = "") -> None:
         key = event_key(obj, type_, reason, message, component)
         p = self._pending.get(key)
         if p is not None:
@@ -100,7 +106,7 @@ class EventRecorder:
                 log.warning("event queue full; dropped %d events so far (latest: %s %s)",
                             self.dropped, reason, message)
             return
-        self._pending[key] = _Pending(obj, type_, reason, message, component)
+        self._pending[key] = _Pending(obj, type_, reason, message, component, host)
         self._order.append(key)
         self._wakeup.set()
 
@@ -146,7 +152,7 @@ class EventRecorder:
                 return
             except errors.NotFound:
                 pass  # someone deleted it: start a new one
-        ev = new_event(p.obj, p.type, p.reason, p.message, p.component, now, p.count)
+        ev = new_event(p.obj, p.type, p.reason, p.message, p.component, now, p.count, p.host)
         created = await self.client.create(ev)
         self._remember(key, created.metadata.namespace, created.metadata.name, p.count, ev.firstTimestamp)
 
@@ -158,14 +164,15 @@ class EventRecorder:
 
 
 class ComponentRecorder:
-    """A recorder bound to one `source.component` (default-scheduler, replicaset-controller...)."""
+    """A recorder bound to one `source.component` (default-scheduler, kubelet, ...) and host."""
 
-    def __init__(self, recorder: EventRecorder, component: str):
+    def __init__(self, recorder: EventRecorder, component: str, host: str = ""):
         self.recorder = recorder
         self.component = component
+        self.host = host
 
     def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        self.recorder.record(obj, type_, reason, message, self.component)
+        self.recorder.record(obj, type_, reason, message, self.component, self.host)
 
     def normal(self, obj: Message, reason: str, message: str) -> None:
         self.event(obj, NORMAL, reason, message)

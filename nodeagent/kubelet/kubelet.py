@@ -27,7 +27,7 @@ from kubemu.v1 import objects_pb2 as pb
 from kubemu.workqueue import WorkQueue, run_worker
 
 from kubemu.nodeagent.kubelet import ipam, logs
-from kubemu.nodeagent.kubelet.events import WARNING, EventRecorder
+from kubemu.events import WARNING, EventRecorder
 from kubemu.nodeagent.kubelet.process import Reaper
 from kubemu.nodeagent.kubelet.status import now_rfc3339
 from kubemu.nodeagent.kubelet.worker import PodWorker
@@ -67,7 +67,8 @@ class Kubelet:
         self.queue = WorkQueue(base_delay=0.05, max_delay=10.0)
         self.workers: dict[str, PodWorker] = {}
         self.metrics = Metrics()
-        self.events = EventRecorder(client, node_name)
+        self._recorder = EventRecorder(client)
+        self.events = self._recorder.for_component("kubelet", host=node_name)
         self.started = asyncio.Event()
         self.start_time = time.time()
         pods.add_handler(self._on_pod)
@@ -89,7 +90,7 @@ class Kubelet:
         for key in list(self.pods.cache):
             self.queue.add(key)
         await asyncio.gather(*(run_worker(self.queue, self.sync, name="kubelet") for _ in range(self.n_workers)),
-                             self._resync(), self.events.run())
+                             self._resync(), self._recorder.run())
 
     async def _resync(self) -> None:
         """The safety net of level-triggered control: every pod is looked at now and then."""
@@ -176,7 +177,7 @@ class Kubelet:
             except ipam.RangeFull as e:
                 for s in w.all_slots:
                     s.record.message = f"failed to allocate a pod IP: {e}"
-                self.events.emit(pod, WARNING, "FailedCreatePodSandBox",
+                self.events.event(pod, WARNING, "FailedCreatePodSandBox",
                                  f"Failed to create pod sandbox: failed to allocate a pod IP: {e}")
                 await self.write_status(w)
                 self.queue.add_after(key, 5.0)

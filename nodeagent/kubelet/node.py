@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import platform
 
 from kubemu import errors, objects
 from kubemu.client import Client
+from kubemu.timefmt import rfc3339, rfc3339_micro as micro_time
 from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
@@ -30,14 +30,6 @@ LEASE_DURATION = 40
 _PRESSURE = (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
              ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
              ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"))
-
-
-def rfc3339(t: datetime.datetime | None = None) -> str:
-    return (t or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_time(t: datetime.datetime | None = None) -> str:
-    return (t or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _memory_ki() -> int:

@@ -8,15 +8,11 @@ building twice from the same facts gives the same message and the kubelet writes
 from __future__ import annotations
 
 import dataclasses
-import datetime
 
+from kubemu.timefmt import rfc3339 as now_rfc3339
 from kubemu.v1 import objects_pb2 as pb
 
 from kubemu.nodeagent.kubelet import lifecycle
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from kubemu.v1 import objects_pb2 as pb
 
 from kubemu.nodeagent.kubelet import envvars, images, lifecycle, logs, probes
 from kubemu.nodeagent.kubelet.emulated import EmulatedInstance, PodContext
-from kubemu.nodeagent.kubelet.events import NORMAL, WARNING
+from kubemu.events import NORMAL, WARNING
 from kubemu.nodeagent.kubelet.process import ProcessInstance, run_command
 from kubemu.nodeagent.kubelet.runtime import ExitInfo, StartError
 from kubemu.nodeagent.kubelet.status import ContainerRecord, Terminated, build_status, now_rfc3339
@@ -260,13 +260,13 @@ class PodWorker:
         r = s.record
         if isinstance(s.workload, images.NotEmulated):
             if not s.reported:
-                self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {s.workload.reason}: {s.workload.message}")
+                self.k.events.event(self.pod, WARNING, "Failed", f"Error: {s.workload.reason}: {s.workload.message}")
                 s.reported = True
             r.state, r.reason, r.message = "waiting", s.workload.reason, s.workload.message
             return None
         if now < s.restart_at:
             if r.reason != "CrashLoopBackOff" or r.state == "terminated":
-                self.k.events.emit(self.pod, WARNING, "BackOff",
+                self.k.events.event(self.pod, WARNING, "BackOff",
                                    f"Back-off restarting failed container {s.spec.name} in pod "
                                    f"{self.name}_{self.namespace}({self.uid})")
             if r.state == "terminated":
@@ -310,14 +310,14 @@ class PodWorker:
                                        log_path, self.k.reaper)
         except envvars.FieldRefError as e:
             r.state, r.reason, r.message = "waiting", "CreateContainerConfigError", str(e)
-            self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {e}")
+            self.k.events.event(self.pod, WARNING, "Failed", f"Error: {e}")
             return
         started_at = now_rfc3339()
         try:
             await inst.start()
         except StartError as e:
             logs.append_line(log_path, str(e))
-            self.k.events.emit(self.pod, WARNING, "Failed", f"Error: {e}")
+            self.k.events.event(self.pod, WARNING, "Failed", f"Error: {e}")
             self._record_exit(s, ExitInfo(128, "StartError", str(e)), started_at="", cid=cid)
             self.k.enqueue(self.key)
             return
@@ -391,7 +391,7 @@ class PodWorker:
             if not ok:
                 self.k.metrics.probe_failures += 1
                 log.debug("%s/%s: %s probe failed: %s", self.key, s.spec.name, kind, msg)
-                self.k.events.emit(self.pod, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed: {msg}")
+                self.k.events.event(self.pod, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed: {msg}")
             if kind == "startup":
                 if counter.result is True:
                     r.started = True
@@ -418,7 +418,7 @@ class PodWorker:
 
     def _kill_unhealthy(self, s: ContainerSlot, inst, why: str, probe: pb.Probe) -> None:
         log.info("%s: %s", self.key, why)
-        self.k.events.emit(self.pod, NORMAL, "Killing", why)
+        self.k.events.event(self.pod, NORMAL, "Killing", why)
         s.record.ready = False
         grace = probe.terminationGracePeriodSeconds if probe.HasField("terminationGracePeriodSeconds") else self._grace()
         inst.terminate()

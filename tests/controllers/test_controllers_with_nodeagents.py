@@ -14,7 +14,7 @@ from kubemu import objects
 from kubemu.client import Client
 from kubemu.testing import procs
 
-from kubemu.controllers.base import parse_time
+from kubemu.timefmt import parse_time
 
 from ctrl_helpers import deployment_manifest, eventually, ready_nodes, run
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from kubemu import errors
 
-from kubemu.controllers.events import EventRecorder
+from kubemu.events import EventRecorder
 
 from ctrl_helpers import FakeClient, node, pod, run
 

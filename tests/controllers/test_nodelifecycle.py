@@ -4,7 +4,8 @@ from __future__ import annotations
 from kubemu import objects
 
 from kubemu.controllers import nodelifecycle as nl
-from kubemu.controllers.base import copy, rfc3339
+from kubemu.controllers.base import copy
+from kubemu.timefmt import rfc3339
 from kubemu.controllers.nodelifecycle import NodeLifecycleController
 
 from ctrl_helpers import FakeClient, informer, node, pod, put, run

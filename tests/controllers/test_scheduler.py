@@ -4,7 +4,7 @@ from __future__ import annotations
 from kubemu import objects
 
 from kubemu.controllers.base import copy
-from kubemu.controllers.events import EventRecorder
+from kubemu.events import EventRecorder
 from kubemu.controllers.scheduler import Scheduler, filter_node, pick_node, tolerates, unschedulable_message
 
 from ctrl_helpers import FakeClient, informer, node, pod, run
