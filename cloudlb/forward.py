@@ -21,8 +21,11 @@ TCP, per connection:
   before it was written; the connection ends when both directions did) and back-pressure (while
   one side cannot take more, the other is not read). A reset on one side is passed on as a reset
   (SO_LINGER 0) on the other.
-- When no target can be reached the client's connection is reset: the closest a proxy that
-  already accepted can come to "connection refused".
+- When every target failed, the list is taken again after a short pause (25, 50, 100 ms; at
+  most MAX_ATTEMPTS connects in all): while a node dies, the other nodes can fail a request for
+  a few milliseconds too, because their proxies had relayed it to a pod on the dying node. When
+  no target can be reached the client's connection is reset: the closest a proxy that already
+  accepted can come to "connection refused".
 
 Cost: the hot path reads into one buffer shared by the whole process (callbacks run one at a
 time) and sends straight from it; only what a socket cannot take at once is copied. A direction
@@ -62,6 +65,8 @@ log = logging.getLogger("kubemu.cloudlb.forward")
 REPLAY_LIMIT = 64 * 1024
 BUFFER_SIZE = 64 * 1024    # one read; a read that fills it marks a bulk direction (-> splice)
 CONNECT_TIMEOUT = 2.0
+MAX_ATTEMPTS = 8                     # connects per client connection, over all rounds
+ROUND_BACKOFF = (0.025, 0.05, 0.1)   # pause before taking the target list again
 ACCEPT_BATCH = 64
 READ_BATCH = 16            # reads per readiness callback, so one busy connection cannot starve others
 UDP_IDLE_TIMEOUT = 30.0
@@ -235,7 +240,7 @@ class _TcpConn:
 
     __slots__ = ("listener", "loop", "socks", "fds", "out", "eof", "shut", "reading", "writing",
                  "pipe", "inpipe", "candidates", "target", "replay", "replay_size", "answered",
-                 "client_ip", "closed", "connecting", "timer")
+                 "client_ip", "closed", "connecting", "timer", "attempts", "rounds")
 
     def __init__(self, listener: TcpListener, sock: socket.socket, client_ip: str):
         self.listener = listener
@@ -257,6 +262,8 @@ class _TcpConn:
         self.closed = False
         self.connecting = False  # a connect to self.target is in progress
         self.timer: asyncio.TimerHandle | None = None
+        self.attempts = 0  # connects tried
+        self.rounds = 0    # times every candidate failed and the list was taken again
         listener.connections.add(self)
         self.candidates = list(listener.backends.order())
         self._set_reading(CLIENT, True)
@@ -287,8 +294,9 @@ class _TcpConn:
     # ------------------------------------------------ connecting
 
     def _connect_next(self) -> None:
-        while self.candidates and not self.closed:
+        while self.candidates and not self.closed and self.attempts < MAX_ATTEMPTS:
             target = self.candidates.pop(0)
+            self.attempts += 1
             backends = self.listener.backends
             source = self.client_ip if backends.preserve_client_ip else backends.source_ip
             try:
@@ -318,9 +326,23 @@ class _TcpConn:
                 return
             sock.close()
             self._target_failed(err)
-        if not self.closed:
-            self.listener.failed += 1
-            self.close(reset=True)
+        if self.closed:
+            return
+        if self.attempts < MAX_ATTEMPTS and self.rounds < len(ROUND_BACKOFF):
+            # Every target failed this round. When a node dies, the others can fail a request
+            # too for a few milliseconds (their proxies relayed it to a pod on the dying node):
+            # try again shortly, among the targets the health checker believes in by then.
+            delay = ROUND_BACKOFF[self.rounds]
+            self.rounds += 1
+            self.timer = self.loop.call_later(delay, self._next_round)
+            return
+        self.listener.failed += 1
+        self.close(reset=True)
+
+    def _next_round(self) -> None:
+        self.timer = None
+        self.candidates = list(self.listener.backends.order())
+        self._connect_next()
 
     def _target_failed(self, err: int) -> None:
         if err in _TARGET_ERRORS and self.target is not None:
@@ -389,7 +411,7 @@ class _TcpConn:
 
     def _can_replay(self) -> bool:
         return (not self.answered and not self.closed and self.replay is not None
-                and self.replay_size > 0 and bool(self.candidates))
+                and self.replay_size > 0 and self.attempts < MAX_ATTEMPTS)
 
     # ------------------------------------------------ the relay
 

@@ -181,6 +181,10 @@ def test_kill_9_of_a_node_agent_fails_no_request(kubemu_cluster):
           f"median {sorted(r[1] for r in after)[len(after) // 2] * 1000:.1f} ms; the LB took node-2 out "
           f"{(out_at - killed_wall) * 1000:.0f} ms after `kubemu node kill` started (it took "
           f"{kill_took * 1000:.0f} ms)" if out_at else "(not logged)")
-    assert failures == [], failures[:5]
+    if failures:
+        with open(os.path.join(c.state_dir, "logs", "cloud-lb.log"), errors="replace") as f:
+            lb_log = f.read()[-6000:]
+        when = [f"{(r[0] - killed_at) * 1000:.0f} ms after the kill: {r[3]}" for r in failures[:5]]
+        raise AssertionError(f"{len(failures)} failed requests: {when}\ncloud-lb log:\n{lb_log}")
     c.node("start", "node-2")
     c.kubemu("delete", "svc", "failover")

@@ -206,6 +206,30 @@ def test_request_replayed_when_a_target_closes_before_answering(addrs, how):
     run(go())
 
 
+def test_transient_resets_on_every_target_are_retried_in_rounds(addrs):
+    """While a node dies, every node may reset a request for a moment: take the list again."""
+    async def go():
+        seen = []
+
+        async def flaky(r, w):
+            seen.append(await r.read(100))
+            if len(seen) <= 2:
+                reset(w)
+            else:
+                w.write(b"third time lucky")
+                w.close()
+
+        bip = addrs.backend()
+        server, port = await serve(bip, flaky)
+        lb_ip = addrs.lb()
+        lst, failures = await listener(lb_ip, [target(bip, port)])
+        assert await request(lb_ip, lst.port, b"GET /", shut=False) == b"third time lucky"
+        assert seen == [b"GET /"] * 3 and len(failures) == 2
+        lst.close()
+        server.close()
+    run(go())
+
+
 def test_no_replay_once_the_target_answered(addrs):
     async def go():
         async def half_then_reset(r, w):
@@ -251,10 +275,14 @@ def test_no_reachable_target_resets_the_client(addrs):
     async def go():
         bip = addrs.backend()
         lb_ip = addrs.lb()
-        lst, failures = await listener(lb_ip, [target(bip, dead_port(bip)), target(bip, dead_port(bip))])
+        dead = [target(bip, dead_port(bip)), target(bip, dead_port(bip))]
+        lst, failures = await listener(lb_ip, dead)
+        t0 = time.monotonic()
         with pytest.raises(ConnectionResetError):
             await request(lb_ip, lst.port, b"x")
-        assert len(failures) == 2 and lst.failed == 1
+        # every target, in rounds a little apart, until MAX_ATTEMPTS connects were refused
+        assert len(failures) == forward.MAX_ATTEMPTS and set(failures) == set(dead) and lst.failed == 1
+        assert time.monotonic() - t0 >= sum(forward.ROUND_BACKOFF)
         lst.close()
         empty, _ = await listener(addrs.lb(), [])
         with pytest.raises(ConnectionResetError):
