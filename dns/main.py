@@ -94,7 +94,10 @@ class SnapshotSync:
         for name in pending["Namespace"]:
             changed |= b.set_namespace(name, self.namespaces.get(name) is not None)
         if changed and self.synced:
-            self.publish_snapshot(b.build(synced=True, serial=int(time.time())))
+            snap = b.build(synced=True, serial=int(time.time()))
+            log.debug("snapshot %d after %d Service, %d Pod, %d Namespace changes", snap.generation,
+                      len(pending["Service"]), len(pending["Pod"]), len(pending["Namespace"]))
+            self.publish_snapshot(snap)
 
     async def run(self) -> None:
         informers = (self.services, self.slices, self.pods, self.namespaces)
