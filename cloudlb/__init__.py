@@ -6,7 +6,6 @@
     health      active health checks of targets, plus failures reported by the data path
     forward     the data path: TCP and UDP listeners forwarding to healthy targets
     listeners   the running load balancers, reconciled as a diff against their plans
-    events      Events about Services, written in the background
     controller  the sync loop: informers -> work queue -> provision / clean up
     main, cli   the process and its command
 """

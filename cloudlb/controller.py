@@ -32,8 +32,9 @@ from google.protobuf.message import Message
 
 from kubemu import errors, objects
 from kubemu.client import Client
+from kubemu.events import NORMAL, WARNING, EventRecorder, new_event
+from kubemu.timefmt import rfc3339
 from kubemu.cloudlb import cost, planner
-from kubemu.cloudlb.events import NORMAL, WARNING, EventRecorder
 from kubemu.cloudlb.health import HealthChecker
 from kubemu.cloudlb.listeners import LoadBalancers
 from kubemu.cloudlb.pool import Pool, PoolError
@@ -43,6 +44,7 @@ from kubemu.workqueue import WorkQueue, run_worker
 log = logging.getLogger("kubemu.cloudlb")
 
 WORKERS = 4
+COMPONENT = "cloud-lb"
 COST_ANNOTATIONS = (cost.ANNOTATION_SINCE, cost.ANNOTATION_HOURLY, cost.ANNOTATION_COST)
 
 
@@ -85,7 +87,8 @@ class Controller:
         self.queue = WorkQueue(base_delay=0.05, max_delay=2.0)
         self.health = HealthChecker(interval=health_interval, on_change=self._health_changed)
         self.lbs = LoadBalancers(self.health)
-        self.recorder = EventRecorder(client)
+        self.events = EventRecorder(client)
+        self.recorder = self.events.for_component(COMPONENT)
         self.pending: set[str] = set()  # waiting for an IP
         # The revision of our last write per Service: a cached copy older than that has not seen
         # it yet, and acting on it would write again what was just written.
@@ -168,7 +171,7 @@ class Controller:
     async def _cleanup(self, key: str, svc: Message) -> None:
         had = key in self.lbs.lbs or self.pool.ip_of(key) is not None
         if had:
-            self.recorder.record(svc, NORMAL, "DeletingLoadBalancer", "Deleting load balancer")
+            self.recorder.event(svc, NORMAL, "DeletingLoadBalancer", "Deleting load balancer")
         now = self.clock()
         ann = svc.metadata.annotations
         spent = ""
@@ -191,7 +194,7 @@ class Controller:
             except errors.NotFound:
                 cur = None
         if had:
-            self.recorder.record(svc, NORMAL, "DeletedLoadBalancer", f"Deleted load balancer{spent}")
+            self.recorder.event(svc, NORMAL, "DeletedLoadBalancer", f"Deleted load balancer{spent}")
         if (cur is not None and not cur.metadata.HasField("deletionTimestamp")
                 and cur.spec.type == planner.LOAD_BALANCER and planner.ingress_ips(cur)):
             try:
@@ -211,24 +214,24 @@ class Controller:
             if held is None:
                 self.pending.add(key)
             log.info("%s: %s", key, e)
-            self.recorder.record(svc, WARNING, e.reason, f'Failed to allocate IP for "{key}": {e}')
+            self.recorder.event(svc, WARNING, e.reason, f'Failed to allocate IP for "{key}": {e}')
             return
         self.pending.discard(key)
         if held is not None and held != ip:
             self._wake_pending()
         if held != ip:
             log.info("%s: allocated %s", key, ip)
-            self.recorder.record(svc, NORMAL, "IPAllocated", f'Assigned IP ["{ip}"]')
+            self.recorder.event(svc, NORMAL, "IPAllocated", f'Assigned IP ["{ip}"]')
 
         plan = planner.plan(svc, self.nodes.list(), self.slices.by_index("service", key))
         lb = self.lbs.get(key)
         published = planner.status_matches(svc, ip)
         old_hosts = _hosts(lb.plan) if lb is not None else None
         if not published and (lb is None or lb.ip != ip):
-            self.recorder.record(svc, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
+            self.recorder.event(svc, NORMAL, "EnsuringLoadBalancer", "Ensuring load balancer")
         bind_errors = await self.lbs.ensure(key, ip, plan)
         for why in plan.skipped:
-            self.recorder.record(svc, WARNING, "UnsupportedPort", why)
+            self.recorder.event(svc, WARNING, "UnsupportedPort", why)
         if bind_errors:
             # Retried on a backoff of its own (at most BIND_RETRY_MAX apart, so the Service is
             # provisioned soon after the port is free) rather than by failing the sync, which
@@ -238,7 +241,7 @@ class Controller:
             self.bind_failures[key] = n + 1
             if n == 0:
                 log.warning("%s: %s", key, msg)
-            self.recorder.record(svc, WARNING, "SyncLoadBalancerFailed", msg)
+            self.recorder.event(svc, WARNING, "SyncLoadBalancerFailed", msg)
             self.queue.add_after(key, min(BIND_RETRY_BASE * 2 ** n, BIND_RETRY_MAX))
             return
         self.bind_failures.pop(key, None)
@@ -249,9 +252,9 @@ class Controller:
             svc = await self._patch(svc, planner.status_patch(ip), subresource="status")
             log.info("%s: load balancer ready on %s, ports %s", key, ip,
                      ", ".join(f"{lp.port}/{lp.protocol}" for lp in plan.listeners))
-            self.recorder.record(svc, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
+            self.recorder.event(svc, NORMAL, "EnsuredLoadBalancer", "Ensured load balancer")
         elif old_hosts is not None and old_hosts != _hosts(plan):
-            self.recorder.record(svc, NORMAL, "UpdatedLoadBalancer", "Updated load balancer with new hosts")
+            self.recorder.event(svc, NORMAL, "UpdatedLoadBalancer", "Updated load balancer with new hosts")
 
         ann = svc.metadata.annotations
         if (cost.ANNOTATION_SINCE not in ann
@@ -284,9 +287,31 @@ class Controller:
             except errors.ApiError as e:
                 log.debug("%s: cost annotation not written: %s", key, e)
                 continue
-            self.recorder.record(svc, NORMAL, "LoadBalancerCost",
-                                 cost.cost_message(self.hourly_price, since, now, total, len(costs)),
-                                 series="cost")
+            try:
+                await self._cost_event(svc, cost.cost_message(self.hourly_price, since, now, total, len(costs)),
+                                       now)
+            except errors.ApiError as e:
+                log.debug("%s: cost event not written: %s", key, e)
+
+    async def _cost_event(self, svc: Message, message: str, now: float) -> None:
+        """One LoadBalancerCost Event per Service, its message replaced each time.
+
+        Not through the recorder: it aggregates repeats of one message, and this message changes
+        every time (a new Event every interval would pile up).
+        """
+        name, ns = f"{svc.metadata.name}.{cost.EVENT_SUFFIX}", svc.metadata.namespace
+        try:
+            ev = await self.client.get("Event", name, ns)
+        except errors.NotFound:
+            ev = new_event(svc, NORMAL, "LoadBalancerCost", message, COMPONENT, now)
+            ev.metadata.name = name
+            await self.client.create(ev)
+            return
+        if ev.involvedObject.uid != svc.metadata.uid:  # left over from an earlier Service
+            ev.involvedObject.uid = svc.metadata.uid
+            ev.firstTimestamp, ev.count = rfc3339(now), 0
+        ev.message, ev.lastTimestamp, ev.count = message, rfc3339(now), ev.count + 1
+        await self.client.update(ev)
 
     async def _cost_loop(self) -> None:
         while True:
@@ -320,7 +345,7 @@ class Controller:
     async def run(self) -> None:
         informers = (self.services, self.nodes, self.slices)
         tasks = [asyncio.create_task(i.run(), name=f"informer-{i.kind}") for i in informers]
-        tasks.append(asyncio.create_task(self.recorder.run(), name="events"))
+        tasks.append(asyncio.create_task(self.events.run(), name="events"))
         try:
             await wait_synced(*informers)
             adopted = self.adopt()
@@ -346,6 +371,6 @@ class Controller:
             self.lbs.close()
             await self.health.close()
             try:
-                await asyncio.wait_for(self.recorder.flush(), 2.0)
+                await asyncio.wait_for(self.events.flush(), 2.0)
             except (TimeoutError, errors.ApiError):
                 pass

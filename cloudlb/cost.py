@@ -14,23 +14,12 @@ total over all load balancers) every cost interval.
 """
 from __future__ import annotations
 
-import datetime
+from kubemu.timefmt import parse_time, rfc3339
 
 ANNOTATION_SINCE = "kubemu.io/load-balancer-since"
 ANNOTATION_HOURLY = "kubemu.io/hourly-cost"
 ANNOTATION_COST = "kubemu.io/cost"
-
-
-def rfc3339(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(s: str) -> float | None:
-    try:
-        return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc).timestamp()
-    except (TypeError, ValueError):
-        return None
+EVENT_SUFFIX = "lb-cost"  # the LoadBalancerCost Event of Service web is web.lb-cost
 
 
 def usd(amount: float, digits: int = 6) -> str:
@@ -43,7 +32,7 @@ def running_cost(hourly_price: float, since: float, now: float) -> float:
 
 def since_of(annotations, now: float) -> float:
     """When the meter started: the annotation, else now (a load balancer provisioned just now)."""
-    t = parse_rfc3339(annotations.get(ANNOTATION_SINCE, ""))
+    t = parse_time(annotations.get(ANNOTATION_SINCE, ""))
     return now if t is None else min(t, now)
 
 

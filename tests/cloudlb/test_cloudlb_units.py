@@ -11,6 +11,7 @@ from kubemu.cloudlb.forward import Backends
 from kubemu.cloudlb.health import HealthChecker
 from kubemu.cloudlb.planner import Probe, Target
 from kubemu.cloudlb.pool import Exhausted, Pool, Unavailable
+from kubemu.timefmt import parse_time
 
 
 # ------------------------------------------------------------------ pool
@@ -196,7 +197,7 @@ def test_status_patch_and_match():
 
 
 def test_cost():
-    since = cost.parse_rfc3339("2024-05-01T10:00:00Z")
+    since = parse_time("2024-05-01T10:00:00Z")
     now = since + 1800
     assert cost.running_cost(0.025, since, now) == pytest.approx(0.0125)
     assert cost.annotations(0.025, since, now) == {
