@@ -25,7 +25,7 @@ Measures:
     scripts/bench dataplane [--runs 3] [--duration 4] [--bulk-mib 1024] [--services 1000]
                             [--loop uvloop|asyncio] [--only bulk,rtt,http,udp,scale]
 
-Needs: socat, wrk, nginx, dnsperf, dnsmasq (Debian packages).
+Needs: socat, wrk, nginx, dnsperf, dnsmasq-base (Debian packages).
 """
 from __future__ import annotations
 
