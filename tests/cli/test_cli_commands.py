@@ -10,7 +10,7 @@ import re
 
 import yaml
 
-from conftest import manifest
+from cli_env import manifest
 
 
 def contains(actual, expected) -> bool:

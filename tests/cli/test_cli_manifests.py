@@ -7,7 +7,7 @@ import pytest
 
 from kubemu.cli import manifests
 
-from conftest import MANIFESTS
+from cli_env import MANIFESTS
 
 
 def write(tmp_path, name: str, text: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from kubemu.testing import procs
 
-from conftest import manifest
+from cli_env import manifest
 
 BAD_YAML = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n    targetPort 80\n"
 BAD_FIELD = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: eighty\n"

@@ -18,7 +18,7 @@ from kubemu import objects
 from kubemu.testing import procs
 from kubemu.testing.cluster import http_get
 
-from conftest import KUBELET_PORT
+from lb_env import KUBELET_PORT
 
 
 @pytest.fixture(autouse=True)
@@ -393,7 +393,7 @@ def test_exhausted_pool_leaves_a_service_pending_until_an_ip_is_freed(small_pool
 
 def test_keeps_forwarding_and_failing_over_while_the_api_server_is_down(tmp_path):
     """The data plane runs from its last state without the API server, and re-syncs after."""
-    from conftest import LbEnv
+    from lb_env import LbEnv
 
     slot = procs.claim_slot()
     state = str(tmp_path / "state")
