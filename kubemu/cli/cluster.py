@@ -216,6 +216,15 @@ def down(name, state_dir, purge):
                + (" and its state removed" if purge else ""))
 
 
+def _dollars(values) -> float:
+    """Sum cost annotations such as "$0.000417" (cloud-lb writes them; missing ones count 0)."""
+    total = 0.0
+    for v in values:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            total += float(v.lstrip("$"))
+    return total
+
+
 def _tcp_migrate_req() -> str:
     try:
         with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
@@ -278,6 +287,7 @@ def status(name, state_dir, output):
     info["running"] = running
     info["apiserver"]["reachable"] = live["apiserverReachable"]
     info["loadBalancers"] = live["loadBalancers"]
+    info["loadBalancerTotalCost"] = f"${_dollars(lb.get('cost') for lb in live['loadBalancers']):.6f}"
     info["tcpMigrateReq"] = _tcp_migrate_req()
     if output == "json":
         click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -296,10 +306,13 @@ def status(name, state_dir, output):
         click.echo(f"{node_name:<10} {n['ip']:<15} {n.get('pid') or '-':<8} {agent:<9} "
                    f"{n.get('ready', '-'):<8} {n.get('pods', '-')}")
     if info["loadBalancers"]:
-        click.echo(f"\n{'LOADBALANCER':<30} {'EXTERNAL-IP':<16} {'PORTS':<12} COST")
+        click.echo(f"\n{'LOADBALANCER':<30} {'EXTERNAL-IP':<16} {'PORTS':<12} {'PER HOUR':<10} COST")
         for lb in info["loadBalancers"]:
             click.echo(f"{lb['service']:<30} {','.join(lb['ingress']) or '<pending>':<16} "
-                       f"{','.join(map(str, lb['ports'])):<12} {lb.get('cost') or '-'}")
+                       f"{','.join(map(str, lb['ports'])):<12} {lb.get('hourlyCost') or '-':<10} "
+                       f"{lb.get('cost') or '-'}")
+        click.echo(f"{'total':<30} {'':<16} {'':<12} ${_dollars(lb.get('hourlyCost') for lb in info['loadBalancers']):<9.4f} "
+                   f"${_dollars(lb.get('cost') for lb in info['loadBalancers']):.6f}")
     click.echo(f"\ntcp_migrate_req: {info['tcpMigrateReq']}")
 
 

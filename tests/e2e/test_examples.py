@@ -96,6 +96,8 @@ def test_example_loadbalancer(cluster):
     assert during.count("Hello, world!") == 6, during
     status = outputs(res, "kubemu status")[0]
     assert "default/my-service" in status
+    total = [line for line in status.splitlines() if line.startswith("total")][0]
+    assert re.search(r"\$\d+\.\d{6}$", total), total  # the running cost of every LoadBalancer
 
 
 def test_example_ingress(cluster):
