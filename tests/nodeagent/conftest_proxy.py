@@ -12,7 +12,6 @@ fails.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import http.client
 import itertools

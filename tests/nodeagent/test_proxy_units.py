@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from kubemu import objects
 from kubemu.nodeagent.proxy import healthcheck, metrics
