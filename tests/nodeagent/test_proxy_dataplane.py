@@ -473,3 +473,46 @@ def test_no_op_changes_keep_listeners_and_endpoint_changes_reopen_nothing(proxy_
     after = proxy._listeners.listeners
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] for k in before)  # same sockets: nothing was reopened
+
+
+def test_kill_9_of_the_serving_agent_leaves_the_vip_answering(proxy_env, tmp_path):
+    """Real `kubemu nodeagent` processes: the kernel takes a killed agent's sockets out of the
+    shared VIP's group and another agent's listener answers."""
+    import re
+    import urllib.request
+
+    from kubemu.testing import procs
+    env = proxy_env
+    agents = {}
+
+    def metrics(n):
+        with urllib.request.urlopen(f"http://{env.node_ip(n)}:10250/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def served(n):
+        m = re.search(r'^kubemu_proxy_connections_total\{namespace="default",service="web",[^}]*\} (\d+)$',
+                      metrics(n), re.M)
+        return int(m.group(1)) if m else 0
+    try:
+        for n in (1, 2):
+            agents[n] = procs.Proc(procs.kubemu_command(
+                "nodeagent", "--server", env.server, "--name", f"node-{n}", "--node-ip", env.node_ip(n),
+                "--pod-cidr", env.pod_cidr(n), "--kubelet-port", "10250",
+                "--state-dir", str(tmp_path / f"node-{n}")), str(tmp_path / f"agent-{n}.log"))
+        vip = env.service("web").spec.clusterIP
+        env.endpoints("web", [env.start_pod("web-a", 1)])
+        for n in (1, 2):
+            wait_for(lambda: 'kubemu_proxy_listeners{protocol="TCP"} 1' in metrics(n), 30,
+                     message=f"node-{n}'s proxy listening")
+        assert {http_get(vip, 80) for _ in range(5)} == {"web-a"}
+        serving = 1 if served(1) else 2
+        assert served(serving) == 5 and served(3 - serving) == 0  # steered to one agent
+        agents[serving].kill()
+        assert {http_get(vip, 80) for _ in range(10)} == {"web-a"}
+        assert served(3 - serving) == 10
+        agents[3 - serving].kill()
+        wait_refused(vip, 80)
+    finally:
+        for p in agents.values():
+            p.kill()
+            p.stop()
