@@ -3,6 +3,7 @@
     state.py        which listeners, endpoints and health checks a Service needs (pure)
     picker.py       which endpoint a new connection goes to (pure)
     relay.py        a connection's life (sans-IO TcpRelay) and its TCP/UDP socket shells
+    mmsg.py         recvmmsg/sendmmsg through ctypes, for UDP batches
     listeners.py    the listening sockets, reconciled as a diff
     healthcheck.py  health-check node ports for externalTrafficPolicy: Local
     metrics.py      Prometheus text from the counters
