@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import random
-import socket
 import sys
 import threading
 import time

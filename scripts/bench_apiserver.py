@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -344,7 +343,7 @@ def main() -> None:
         (x[key] if idx is None else x[key][idx]) for x in results[which])
     print(f"\nAPI server vs etcd, median of {args.runs} run(s) on {os.cpu_count()} cores "
           f"(payload {len(payload('x').SerializeToString())} bytes)\n")
-    print(f"| measurement | kubemu | etcd | kubemu/etcd |\n|---|---|---|---|")
+    print("| measurement | kubemu | etcd | kubemu/etcd |\n|---|---|---|---|")
     for key, label in (("create_1", "creates/s, 1 client"), ("create_8", "creates/s, 8 clients"),
                        ("update_1", "updates/s, 1 client"), ("update_8", "updates/s, 8 clients")):
         k, e = med("kubemu", key), med("etcd", key)

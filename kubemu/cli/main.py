@@ -5,10 +5,7 @@ message in kubectl's words and exit status 1, never a traceback.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
 import sys
 
 import click

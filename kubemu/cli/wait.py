@@ -87,7 +87,7 @@ def wait(args, for_, selector, timeout, namespace, server, state_dir, cluster_na
         if kind is not None and selector:
             items, _ = await c.list(kind.kind, namespace_for(kind, t.namespace), label_selector=selector)
             if not items:
-                fail(f"no matching resources found")
+                fail("no matching resources found")
             targets += [(kind, i.metadata.name) for i in items]
         done: list[str] = []
         pending = list(targets)

@@ -18,12 +18,10 @@ import os
 import socket
 import subprocess
 import tempfile
-import urllib.request
 from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
 
-from kubemu import objects
 from kubemu.client import Client
 from kubemu.testing import procs
 

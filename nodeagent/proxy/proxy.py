@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 import time
 
 from google.protobuf.message import Message
 
-from kubemu import errors, objects
+from kubemu import objects
 from kubemu.client import Client
+from kubemu.events import EventRecorder
 from kubemu.informer import Informer
 from kubemu.nodeagent.proxy import metrics
 from kubemu.nodeagent.proxy.healthcheck import HealthCheckServers
@@ -67,7 +67,8 @@ class Proxy:
         self._failing: dict[object, str] = {}     # listener key or ("healthcheck", port) -> error
         self._reported: dict[object, str] = {}    # what an Event was already posted for
         self._wake = asyncio.Event()
-        self._event_tasks: set[asyncio.Task] = set()
+        self._recorder = EventRecorder(client)
+        self.events = self._recorder.for_component("kube-proxy", host=node_name)
         self._listeners: ListenerSet | None = None
         self._health: HealthCheckServers | None = None
         self.sync_stats = metrics.SyncStats()
@@ -109,6 +110,7 @@ class Proxy:
             loop, node_name=self.node_name, node_ip=self.node_ip, node_of=self._node_of,
             udp_idle_timeout=self.udp_idle_timeout, batch_datagrams=self.udp_batching))
         self._health = HealthCheckServers(self.node_ip, self.healthy)
+        recorder = asyncio.create_task(self._recorder.run(), name="proxy-events")
         try:
             await asyncio.gather(self.services.synced.wait(), self.slices.synced.wait(),
                                  self.nodes.synced.wait())
@@ -136,8 +138,7 @@ class Proxy:
         finally:
             self._listeners.close_all()
             self._health.close_all()
-            for t in self._event_tasks:
-                t.cancel()
+            recorder.cancel()
             log.info("proxy for %s stopped: listeners closed", self.node_name)
 
     def healthy(self) -> bool:
@@ -260,27 +261,9 @@ class Proxy:
             return
         self._reported[problem] = message
         log.warning("%s", message)
-        task = asyncio.get_running_loop().create_task(self._post_event(service_key, reason, message))
-        self._event_tasks.add(task)
-        task.add_done_callback(self._event_tasks.discard)
-
-    async def _post_event(self, service_key: str, reason: str, message: str) -> None:
         ns, _, name = service_key.partition("/")
-        svc = self.services.get(service_key)
-        ev = objects.new("Event", f"{name}.{secrets.token_hex(8)}", ns)
-        ref = ev.involvedObject
-        ref.kind, ref.apiVersion, ref.namespace, ref.name = "Service", "v1", ns, name
-        if svc is not None:
-            ref.uid, ref.resourceVersion = svc.metadata.uid, svc.metadata.resourceVersion
-        ev.reason, ev.message, ev.type = reason, message, "Warning"
-        ev.source.component, ev.source.host = "kube-proxy", self.node_name
-        ev.reportingComponent, ev.reportingInstance = "kube-proxy", self.node_name
-        ev.firstTimestamp = ev.lastTimestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        ev.count = 1
-        try:
-            await self.client.create(ev)
-        except errors.ApiError as e:
-            log.info("could not post event %r for %s: %s", reason, service_key, e)
+        svc = self.services.get(service_key) or objects.new("Service", name, ns)
+        self.events.warning(svc, reason, message)
 
     # ------------------------------------------------------------ metrics
 

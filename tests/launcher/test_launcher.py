@@ -64,7 +64,7 @@ def test_up_status_down_leave_nothing_behind():
     prefix = f"127.{cluster.slot.index}."
     try:
         cluster.up()
-        assert f'Cluster "test" is up' in cluster.up_output
+        assert 'Cluster "test" is up' in cluster.up_output
         status = cluster.status()
         pids = [c["pid"] for c in status["components"].values()] + \
                [n["pid"] for n in status["nodes"].values()] + [status["supervisor"]["pid"]]
