@@ -13,8 +13,7 @@ import socket
 import struct
 import subprocess
 import threading
-import time
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from google.protobuf.message import Message
@@ -281,13 +280,3 @@ def dig(host: str, port: int, name: str, qtype: str = "A", *args: str, tcp: bool
            "+tcp" if tcp else "+notcp", *args, name, qtype]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return parse_dig(out.stdout)
-
-
-@contextlib.contextmanager
-def timer() -> Iterator[list[float]]:
-    box: list[float] = []
-    t0 = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - t0)

@@ -19,14 +19,6 @@ class DnsCluster:
     dns: procs.Proc
     upstream: t.FakeUpstream
 
-    def ip(self, block: str, n: int) -> str:
-        """An address of this cluster's slot: block "svc" (ClusterIPs) or "pod"."""
-        third = {"svc": 96, "pod": 128, "big": 129}[block]
-        return f"127.{self.slot.index}.{third}.{n}"
-
-    def dashed(self, block: str, n: int) -> str:
-        return self.ip(block, n).replace(".", "-")
-
 
 @pytest.fixture(scope="module")
 def dns_cluster(tmp_path_factory) -> Iterator[DnsCluster]:

@@ -7,7 +7,6 @@ octet (the cluster's addresses are 127.{s}.x.y).
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import pytest
