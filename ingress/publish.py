@@ -10,16 +10,17 @@
 - `status.loadBalancer` of every Ingress of ours, copied from that Service's status (the address
   `kubemu get ingress` shows), as ingress-nginx's --publish-service does.
 
-`desired_*` and `ingress_status` are pure. `Publisher.sync` is level-triggered: it reads the
-current objects, writes only differences, and runs on every change of them and periodically.
+`desired_*` and `ingress_status` are pure; the sync and its loop are kubemu.publish's.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from kubemu import errors, objects
+from kubemu import objects
 from kubemu.client import Client
+from kubemu.publish import Publisher as _Publisher
+from kubemu.publish import (ensure, own_slice, service_differs, slice_differs, update_service,
+                            update_slice)
 from kubemu.ingress.routing import CLASS_NAME, CONTROLLER, DEFAULT_CLASS_ANNOTATION
 from kubemu.v1 import objects_pb2 as pb
 
@@ -28,8 +29,6 @@ log = logging.getLogger("kubemu.ingress.publish")
 NAMESPACE = "kube-system"
 NAME = "ingress-kubemu"
 SLICE_NAME = "ingress-kubemu-controller"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "ingress-controller.kubemu.io"  # a label value: no "/"
 LABELS = {"app.kubernetes.io/name": "ingress-kubemu", "app.kubernetes.io/component": "controller"}
 PORTS = (("http", 80), ("https", 443))
@@ -58,55 +57,8 @@ def desired_service(http_port: int, https_port: int) -> pb.Service:
 
 
 def desired_slice(svc: pb.Service, listen_ip: str, http_port: int, https_port: int) -> pb.EndpointSlice:
-    sl = objects.new("EndpointSlice", SLICE_NAME, NAMESPACE)
-    sl.metadata.labels[SERVICE_NAME_LABEL] = NAME
-    sl.metadata.labels[MANAGED_BY_LABEL] = MANAGER
-    sl.metadata.labels.update(LABELS)
-    ref = sl.metadata.ownerReferences.add()  # garbage-collected with the Service
-    ref.apiVersion, ref.kind, ref.name, ref.uid = "v1", "Service", NAME, svc.metadata.uid
-    ref.controller, ref.blockOwnerDeletion = True, True
-    sl.addressType = "IPv6" if ":" in listen_ip else "IPv4"
-    ep = sl.endpoints.add()
-    ep.addresses.append(listen_ip)
-    ep.conditions.ready = True
-    ep.conditions.serving = True
-    ep.conditions.terminating = False
-    for (name, _), port in zip(PORTS, (http_port, https_port)):
-        p = sl.ports.add()
-        p.name, p.protocol, p.port, p.appProtocol = name, "TCP", port, name
-    return sl
-
-
-def _port_view(ports) -> list[tuple]:
-    return [(p.name, p.protocol or "TCP", p.port, objects.ios_value(p.targetPort)) for p in ports]
-
-
-def service_needs_update(current: pb.Service, want: pb.Service) -> bool:
-    """Ports, type and the absence of a selector are ours; everything else (node ports,
-    externalTrafficPolicy, annotations for the cloud-lb) is left as users and allocators set it."""
-    return (_port_view(current.spec.ports) != _port_view(want.spec.ports)
-            or current.spec.type != want.spec.type or bool(current.spec.selector))
-
-
-def update_service(current: pb.Service, want: pb.Service) -> pb.Service:
-    """`current` with our ports and type, keeping the node ports already allocated."""
-    node_ports = {p.name: p.nodePort for p in current.spec.ports if p.nodePort}
-    del current.spec.ports[:]
-    for p in want.spec.ports:
-        q = current.spec.ports.add()
-        q.CopyFrom(p)
-        if p.name in node_ports:
-            q.nodePort = node_ports[p.name]
-    current.spec.type = want.spec.type
-    current.spec.selector.clear()
-    return current
-
-
-def slice_needs_update(current: pb.EndpointSlice, want: pb.EndpointSlice) -> bool:
-    return (list(current.endpoints) != list(want.endpoints) or list(current.ports) != list(want.ports)
-            or current.addressType != want.addressType
-            or list(current.metadata.ownerReferences) != list(want.metadata.ownerReferences)
-            or any(current.metadata.labels.get(k) != v for k, v in want.metadata.labels.items()))
+    return own_slice(svc, name=SLICE_NAME, manager=MANAGER, address=listen_ip, labels=LABELS,
+                     ports=[(name, "TCP", port, name) for (name, _), port in zip(PORTS, (http_port, https_port))])
 
 
 def ingress_status(svc: pb.Service | None) -> pb.IngressLoadBalancerStatus:
@@ -144,76 +96,19 @@ def status_update(ing: pb.Ingress, want: pb.IngressLoadBalancerStatus | None,
     return out
 
 
-class Publisher:
-    """Keeps the IngressClass, the Service and its EndpointSlice as desired_* say."""
+class Publisher(_Publisher):
+    """The IngressClass, the LoadBalancer Service in front of us, and its EndpointSlice."""
 
     def __init__(self, client: Client, *, listen_ip: str, http_port: int, https_port: int):
+        super().__init__(f"{NAMESPACE}/{NAME}", self.sync)
         self.client = client
         self.listen_ip = listen_ip
         self.http_port = http_port
         self.https_port = https_port
-        self._kick = asyncio.Event()
-        self.synced = asyncio.Event()
-
-    def kick(self) -> None:
-        self._kick.set()
-
-    async def run(self, resync: float = 30.0) -> None:
-        backoff = 0.1
-        while True:
-            self._kick.clear()
-            try:
-                await self.sync()
-                self.synced.set()
-                backoff, wait = 0.1, resync
-            except errors.ApiError as e:
-                log.warning("publishing %s/%s: %s; retrying in %.1fs", NAMESPACE, NAME, e, backoff)
-                wait, backoff = backoff, min(backoff * 2, 5.0)
-            try:
-                await asyncio.wait_for(self._kick.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
 
     async def sync(self) -> None:
-        c = self.client
-        try:
-            await c.get("IngressClass", CLASS_NAME)
-        except errors.NotFound:
-            try:
-                await c.create(desired_ingress_class())
-                log.info("created IngressClass %s (default class, controller %s)", CLASS_NAME, CONTROLLER)
-            except errors.AlreadyExists:
-                pass
-        want_svc = desired_service(self.http_port, self.https_port)
-        try:
-            svc = await c.get("Service", NAME, NAMESPACE)
-        except errors.NotFound:
-            try:
-                svc = await c.create(want_svc)
-                log.info("created Service %s/%s (LoadBalancer, ports 80 and 443)", NAMESPACE, NAME)
-            except errors.AlreadyExists:
-                svc = await c.get("Service", NAME, NAMESPACE)
-        if service_needs_update(svc, want_svc):
-            svc = await c.update(update_service(svc, want_svc))
-            log.info("updated Service %s/%s", NAMESPACE, NAME)
-        want = desired_slice(svc, self.listen_ip, self.http_port, self.https_port)
-        try:
-            sl = await c.get("EndpointSlice", SLICE_NAME, NAMESPACE)
-        except errors.NotFound:
-            try:
-                await c.create(want)
-                log.info("created EndpointSlice %s/%s -> %s (http %d, https %d)", NAMESPACE, SLICE_NAME,
-                         self.listen_ip, self.http_port, self.https_port)
-            except errors.AlreadyExists:
-                pass
-            return
-        if slice_needs_update(sl, want):
-            del sl.endpoints[:]
-            sl.endpoints.extend(want.endpoints)
-            del sl.ports[:]
-            sl.ports.extend(want.ports)
-            sl.addressType = want.addressType
-            sl.metadata.labels.update(want.metadata.labels)
-            del sl.metadata.ownerReferences[:]
-            sl.metadata.ownerReferences.extend(want.metadata.ownerReferences)
-            await c.update(sl)
+        await ensure(self.client, desired_ingress_class())
+        svc = await ensure(self.client, desired_service(self.http_port, self.https_port),
+                           differs=service_differs, update=update_service)
+        await ensure(self.client, desired_slice(svc, self.listen_ip, self.http_port, self.https_port),
+                     differs=slice_differs, update=update_slice)

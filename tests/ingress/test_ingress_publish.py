@@ -41,8 +41,8 @@ def test_service_updates_keep_node_ports():
         p.nodePort = n
     current.spec.externalTrafficPolicy = "Cluster"
     want = publish.desired_service(8080, 443)
-    assert not publish.service_needs_update(current, publish.desired_service(80, 443))
-    assert publish.service_needs_update(current, want)
+    assert not publish.service_differs(current, publish.desired_service(80, 443))
+    assert publish.service_differs(current, want)
     updated = publish.update_service(current, want)
     assert [(p.nodePort, objects.ios_value(p.targetPort)) for p in updated.spec.ports] == [(30001, 8080), (30002, 443)]
     assert updated.spec.externalTrafficPolicy == "Cluster"
