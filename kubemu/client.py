@@ -19,6 +19,7 @@ from kubemu import errors, objects, wire
 from kubemu.v1 import api_pb2, api_pb2_grpc
 
 DEFAULT_TIMEOUT = 30.0
+MAX_IN_FLIGHT = 64
 
 
 def _translate(e: grpc.aio.AioRpcError) -> errors.ApiError:
@@ -128,6 +129,10 @@ class Client:
         ])
         self.stub = api_pb2_grpc.APIStub(self.channel)
         self._mux = _WatchMux(self.stub)
+        # grpcio's aio stack cancels some calls (status CANCELLED) when thousands are started at
+        # once on one channel; a bound on the calls in flight per client keeps bursts (a
+        # thousand pods created by one controller sync) from failing.
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -140,10 +145,11 @@ class Client:
         await self.channel.close()
 
     async def _call(self, method, request):
-        try:
-            return await method(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as e:
-            raise _translate(e) from None
+        async with self._in_flight:
+            try:
+                return await method(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as e:
+                raise _translate(e) from None
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until the server answers (gRPC connectivity), or raise Unavailable."""
