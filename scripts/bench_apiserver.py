@@ -123,9 +123,11 @@ class Etcd:
 async def throughput(backend, op: str, clients: int, total: int, tag: str) -> float:
     chans = await backend.clients(clients)
     per = total // clients
-    if op == "update":  # objects to update
-        await asyncio.gather(*(backend.create(chans[k], f"{tag}-{k}-{i}")
-                               for k in range(clients) for i in range(per)))
+    if op == "update":  # the objects to update, made by each client in turn
+        async def make(k: int):
+            for i in range(per):
+                await backend.create(chans[k], f"{tag}-{k}-{i}")
+        await asyncio.gather(*(make(k) for k in range(clients)))
 
     async def worker(k: int):
         for i in range(per):
