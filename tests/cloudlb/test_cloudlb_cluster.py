@@ -116,12 +116,16 @@ def test_udp_through_the_load_balancer(kubemu_cluster):
         assert addr == (ip, 5300) and data.decode().startswith("udp-")
         names.add(data.decode())
     # a new client flow per socket: round robin over the nodes spreads them over both pods
-    for _ in range(12):
+    # (once every node's data plane has both endpoints: the slice reaches them a moment after
+    # the API shows both ready)
+    def both_pods_answer():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(2)
             s.sendto(b"hostname", (ip, 5300))
             names.add(s.recvfrom(1000)[0].decode())
-    assert len(names) == 2 and len(pods) == 2, names
+        return len(names) == 2
+    c.wait_for(both_pods_answer, 15, message=f"UDP flows to reach both pods (so far {names})")
+    assert len(pods) == 2 and all(n.startswith("udp-") for n in names), names
     c.kubemu("delete", "svc", "udp")
     c.kubemu("delete", "deployment", "udp")
 
