@@ -230,3 +230,25 @@ def test_a_burst_of_concurrent_writes_from_one_client_all_succeed(apiserver):
             items, _ = await c.list("Lease", "default")
             assert len(items) == 1500
     run(body(), 120)
+
+
+def test_health_checking_and_reflection_are_served(apiserver):
+    """What grpcurl needs: `grpcurl -plaintext ADDR list` and `grpc.health.v1.Health/Check`."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async def body():
+        async with grpc.aio.insecure_channel(apiserver) as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="kubemu.v1.API"))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+            async def requests():
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+                yield reflection_pb2.ServerReflectionRequest(file_containing_symbol="kubemu.v1.Service")
+            answers = [r async for r in reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(requests())]
+            names = {s.name for s in answers[0].list_services_response.service}
+            assert {"kubemu.v1.API", "grpc.health.v1.Health"} <= names
+            assert answers[1].file_descriptor_response.file_descriptor_proto  # objects.proto
+    run(body())
