@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kubemu import objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
+from bench_dataplane import bulk, nginx_conf  # noqa: E402  (scripts/ is on sys.path when run)
 
 SINK_PORT, ECHO_PORT, HTTP_PORT = 9000, 9001, 80
 TARGETS = ("direct", "nodePort", "lbDirect", "lb")
@@ -94,46 +95,7 @@ while True:
 """
 
 
-def nginx_conf(tmp: str, ip: str, port: int) -> str:
-    path = os.path.join(tmp, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/nginx-body;
-    proxy_temp_path {tmp}/nginx-proxy;
-    fastcgi_temp_path {tmp}/nginx-fastcgi;
-    uwsgi_temp_path {tmp}/nginx-uwsgi;
-    scgi_temp_path {tmp}/nginx-scgi;
-    server {{
-        listen {ip}:{port} reuseport;
-        location / {{ default_type text/plain; return 200 "Hello, world!\\n"; }}
-    }}
-}}
-""")
-    return path
-
-
 # ------------------------------------------------------------------ clients
-
-
-def bulk(host: str, port: int, mib: int) -> float:
-    s = socket.create_connection((host, port), timeout=30)
-    chunk = b"x" * (1 << 20)
-    t0 = time.perf_counter()
-    for _ in range(mib):
-        s.sendall(chunk)
-    s.shutdown(socket.SHUT_WR)
-    assert s.recv(2) == b"ok"
-    dt = time.perf_counter() - t0
-    s.close()
-    return mib / 1024 / dt
 
 
 def rtt(host: str, port: int, n: int = 10000, size: int = 64) -> tuple[float, float]:
