@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from google.protobuf import any_pb2
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf import message as message_module
 from google.protobuf.message import Message
 
 from kubemu.errors import BadRequest
@@ -105,7 +106,10 @@ def unpack(packed: any_pb2.Any) -> Message:
     if kind is None or not packed.type_url.startswith(TYPE_URL_PREFIX):
         raise BadRequest(f"unknown object type {packed.type_url!r}")
     msg = kind.message()
-    msg.ParseFromString(packed.value)
+    try:
+        msg.ParseFromString(packed.value)
+    except message_module.DecodeError as e:
+        raise BadRequest(f"malformed {kind.kind} object: {e}") from None
     return msg
 
 

@@ -252,3 +252,26 @@ def test_health_checking_and_reflection_are_served(apiserver):
             assert {"kubemu.v1.API", "grpc.health.v1.Health"} <= names
             assert answers[1].file_descriptor_response.file_descriptor_proto  # objects.proto
     run(body())
+
+
+def test_malformed_requests_are_bad_requests_and_the_server_goes_on(apiserver):
+    import grpc
+    from google.protobuf import any_pb2
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+
+    async def body():
+        async with grpc.aio.insecure_channel(apiserver) as ch:
+            stub = api_pb2_grpc.APIStub(ch)
+            for obj in (any_pb2.Any(type_url="type.googleapis.com/kubemu.v1.Service", value=b"\xff\xff\xff"),
+                        any_pb2.Any(type_url="type.googleapis.com/kubemu.v1.Gadget", value=b""),
+                        any_pb2.Any()):
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await stub.Create(api_pb2.CreateRequest(object=obj))
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            # raw garbage instead of a request message
+            garbage = ch.unary_unary("/kubemu.v1.API/Get")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await garbage(b"\xff\xfe\xfd")
+        async with Client(apiserver) as c:
+            assert (await c.create(cm("still-serving"))).metadata.name == "still-serving"
+    run(body())
