@@ -213,8 +213,12 @@ async def serve(store: Store, listen: str, bookmark_interval: float = 5.0) -> gr
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"cannot listen on {listen}")
+    try:
+        bound = server.add_insecure_port(listen)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {listen}: the address is in use or not local")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(names[0], health_pb2.HealthCheckResponse.SERVING)

@@ -99,7 +99,7 @@ def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_c
                  node_ip_base=node_ip_base, pod_cidr=pod_cidr, lb_pool=lb_pool,
                  node_port_range=node_port_range, dns_listen=dns_listen, kubelet_port=kubelet_port,
                  node_grace=node_grace, eviction_timeout=eviction_timeout)
-    problems = launcher.validate(cfg)
+    problems = launcher.validate(cfg) + _ports_in_use(cfg)
     if problems:
         _fail("; ".join(problems))
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
@@ -164,6 +164,23 @@ def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_c
     click.echo(f"  kubemu get nodes{'' if name == 'default' else f' --name {name}'}")
     click.echo(f"  dig @{dns_host} -p {dns_port} kubernetes.default.svc.cluster.local +short")
     click.echo("  curl http://<CLUSTER-IP>:<PORT>/   (see `kubemu get svc`)")
+
+
+def _ports_in_use(cfg: Config) -> list[str]:
+    """The fixed ports of the cluster that something else already holds."""
+    import socket
+    out = []
+    dns_host, _, dns_port = cfg.dns_listen.rpartition(":")
+    for flag, host, port in (("--apiserver-port", "127.0.0.1", cfg.apiserver_port),
+                             ("--dns-listen", dns_host, int(dns_port))):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                out.append(f"{flag}: {host}:{port} is not available ({e.strerror}); is another "
+                           "cluster using it? Pick another port, or `kubemu down` that cluster")
+    return out
 
 
 def _dns_ready(cfg: Config, info: dict) -> bool:

@@ -6,6 +6,7 @@ message in kubectl's words and exit status 1, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -138,9 +139,13 @@ def apiserver(listen, state_dir, service_cidr, node_port_range, history, max_pen
     """Run the API server (the only store of objects)."""
     from kubemu.apiserver.main import run
     setup_logging(log_level)
-    run_async(run(listen=listen, state_dir=state_dir, service_cidr=service_cidr,
-                  node_port_range=parse_port_range(node_port_range), retain=history,
-                  max_pending=max_pending, bookmark_interval=bookmark_interval))
+    try:
+        run_async(run(listen=listen, state_dir=state_dir, service_cidr=service_cidr,
+                      node_port_range=parse_port_range(node_port_range), retain=history,
+                      max_pending=max_pending, bookmark_interval=bookmark_interval))
+    except OSError as e:
+        logging.getLogger("kubemu.apiserver").error("%s", e)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,18 @@ def test_status_json_is_cluster_json_plus_live_health():
         assert st["ranges"]["serviceCIDR"] == cluster.slot.service_cidr
         assert st["running"] is True
         assert st["tcpMigrateReq"] in ("on", "off", "unknown")
+
+
+def test_up_names_a_port_that_is_taken(tmp_path):
+    import socket
+    import subprocess
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(procs.kubemu_command("up", "--state-dir", str(tmp_path), "--apiserver-port", str(port),
+                                                  "--dns-listen", f"127.0.0.1:{procs.free_port()}"),
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert f"--apiserver-port: 127.0.0.1:{port} is not available" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
