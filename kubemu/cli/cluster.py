@@ -345,11 +345,15 @@ def _node_cmd(fn):
     return _state_options(fn)
 
 
-def _load(name: str, state_dir: str | None) -> tuple[str, dict]:
+def _load(name: str, state_dir: str | None, node_name: str | None = None) -> tuple[str, dict]:
+    """The running cluster's state directory and cluster.json; with a node name, the node
+    must be one of the cluster's."""
     state_dir = cluster.state_dir(state_dir, name)
     info = _running(state_dir)
     if info is None:
         _fail(f"no running cluster in {state_dir}")
+    if node_name is not None:
+        _known(state_dir, node_name)
     return state_dir, info
 
 
@@ -381,8 +385,7 @@ def _set_node(state_dir: str, info: dict, node_name: str, mode: str, wait_gone: 
 @_node_cmd
 def node_kill(name, state_dir, node_name):
     """SIGKILL the node agent: its pods and listeners vanish with it."""
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     _set_node(state_dir, info, node_name, "killed")
     click.echo(f"node/{node_name} killed")
 
@@ -391,8 +394,7 @@ def node_kill(name, state_dir, node_name):
 @_node_cmd
 def node_stop(name, state_dir, node_name):
     """SIGTERM the node agent (a clean shutdown)."""
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     _set_node(state_dir, info, node_name, "stopped")
     click.echo(f"node/{node_name} stopped")
 
@@ -401,8 +403,7 @@ def node_stop(name, state_dir, node_name):
 @_node_cmd
 def node_start(name, state_dir, node_name):
     """Start a stopped or killed node agent."""
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     cur = info.get("nodes", {}).get(node_name, {})
     if launcher.pid_alive(cur.get("pid")):
         click.echo(f"node/{node_name} is already running")
@@ -415,16 +416,14 @@ def node_start(name, state_dir, node_name):
 @_node_cmd
 def node_restart(name, state_dir, node_name):
     """Stop (SIGTERM) and start the node agent again."""
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     _set_node(state_dir, info, node_name, "stopped")
     _set_node(state_dir, info, node_name, "running")
     click.echo(f"node/{node_name} restarted")
 
 
 def _pause(name, state_dir, node_name, sig, verb):
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     pid = info.get("nodes", {}).get(node_name, {}).get("pid")
     if not launcher.pid_alive(pid):
         _fail(f"node {node_name} is not running")
@@ -470,8 +469,7 @@ def node_add(name, state_dir, node_name):
 @_node_cmd
 def node_remove(name, state_dir, node_name):
     """Stop the node agent and delete its Node (its pods are rescheduled)."""
-    state_dir, info = _load(name, state_dir)
-    _known(state_dir, node_name)
+    state_dir, info = _load(name, state_dir, node_name)
     _set_node(state_dir, info, node_name, "stopped")
     desired = launcher.read_desired(state_dir)
     desired["nodes"].pop(node_name, None)
