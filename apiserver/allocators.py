@@ -83,10 +83,91 @@ class _Bitmap:
         return self.size - len(self.used) - len(self.reserved - self.used)
 
 
-class IPAllocator:
+class _Allocator:
+    """What both allocators share: a bitmap of offsets, and a mapping value <-> offset that
+    each subclass defines (`_offset` is None outside the range). `what` names the value in
+    Kubernetes' messages ("IP", "port")."""
+
+    what = ""
+    _bits: _Bitmap
+
+    def _offset(self, value) -> int | None:
+        raise NotImplementedError
+
+    def _value(self, offset: int):
+        raise NotImplementedError
+
+    def _range(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        return self._bits.size
+
+    @property
+    def static_band(self) -> tuple | None:
+        """First and last value of the lower band, for documentation and tests."""
+        if self._bits.offset == 0:
+            return None
+        return self._value(0), self._value(self._bits.offset - 1)
+
+    def allocate(self, value) -> None:
+        off = self._offset(value)
+        if off is None:
+            raise NotInRange(f"provided {self.what} is not in the valid range. "
+                             f"The range of valid {self.what}s is {self._range()}")
+        if not self._bits.allocate(off):
+            raise AlreadyAllocated(f"provided {self.what} is already allocated")
+
+    def allocate_next(self):
+        off = self._bits.allocate_next()
+        if off is None:
+            raise RangeFull()
+        return self._value(off)
+
+    def release(self, value) -> None:
+        """Releasing an unallocated or out-of-range value is a no-op, as in Kubernetes."""
+        off = self._offset(value)
+        if off is not None:
+            self._bits.used.discard(off)
+
+    def has(self, value) -> bool:
+        off = self._offset(value)
+        return off is not None and off in self._bits.used
+
+    def contains(self, value) -> bool:
+        return self._offset(value) is not None
+
+    @property
+    def used(self) -> int:
+        return len(self._bits.used)
+
+    @property
+    def free(self) -> int:
+        return self._bits.free()
+
+    def allocated(self) -> list:
+        return [self._value(o) for o in sorted(self._bits.used)]
+
+    def reset(self, values: Iterable) -> list[tuple]:
+        """Rebuild from the values stored objects hold; returns (value, problem) for those that
+        are out of range or held twice, which a repair loop would report."""
+        self._bits.used.clear()
+        problems = []
+        for v in values:
+            try:
+                self.allocate(v)
+            except AllocationError as e:
+                problems.append((v, str(e)))
+        return problems
+
+
+class IPAllocator(_Allocator):
     """Service IPs from one CIDR. The network address (and for IPv4 the broadcast address)
     are never allocatable. The first usable address is reserved for the `default/kubernetes`
     Service: it is handed out only when asked for by value."""
+
+    what = "IP"
 
     def __init__(self, cidr: str, *, reserve_first: bool = True, rng: random.Random | None = None):
         self.network = ipaddress.ip_network(cidr, strict=False)
@@ -103,20 +184,10 @@ class IPAllocator:
         reserved = frozenset({0}) if reserve_first else frozenset()
         self._bits = _Bitmap(size, offset, rng or random.Random(), reserved)
 
-    # -- helpers
+    def _range(self) -> str:
+        return self.cidr
 
-    @property
-    def size(self) -> int:
-        return self._bits.size
-
-    @property
-    def static_band(self) -> tuple[str, str] | None:
-        """First and last address of the lower band, for documentation and tests."""
-        if self._bits.offset == 0:
-            return None
-        return self._address(0), self._address(self._bits.offset - 1)
-
-    def _address(self, offset: int) -> str:
+    def _value(self, offset: int) -> str:
         return str(ipaddress.ip_address(self._base + offset))
 
     def _offset(self, ip: str) -> int | None:
@@ -131,60 +202,11 @@ class IPAllocator:
         off = int(addr) - self._base
         return off if 0 <= off < self._bits.size else None
 
-    # -- Kubernetes' ipallocator.Interface
 
-    def allocate(self, ip: str) -> None:
-        off = self._offset(ip)
-        if off is None:
-            raise NotInRange(f"provided IP is not in the valid range. The range of valid IPs is {self.cidr}")
-        if not self._bits.allocate(off):
-            raise AlreadyAllocated("provided IP is already allocated")
-
-    def allocate_next(self) -> str:
-        off = self._bits.allocate_next()
-        if off is None:
-            raise RangeFull()
-        return self._address(off)
-
-    def release(self, ip: str) -> None:
-        """Releasing an unallocated or out-of-range IP is a no-op, as in Kubernetes."""
-        off = self._offset(ip)
-        if off is not None:
-            self._bits.used.discard(off)
-
-    def has(self, ip: str) -> bool:
-        off = self._offset(ip)
-        return off is not None and off in self._bits.used
-
-    def contains(self, ip: str) -> bool:
-        return self._offset(ip) is not None
-
-    @property
-    def used(self) -> int:
-        return len(self._bits.used)
-
-    @property
-    def free(self) -> int:
-        return self._bits.free()
-
-    def allocated(self) -> list[str]:
-        return [self._address(o) for o in sorted(self._bits.used)]
-
-    def reset(self, ips: Iterable[str]) -> list[tuple[str, str]]:
-        """Rebuild from the IPs stored objects hold; returns (ip, problem) for those that are
-        out of range or held twice, which a repair loop would report."""
-        self._bits.used.clear()
-        problems = []
-        for ip in ips:
-            try:
-                self.allocate(ip)
-            except AllocationError as e:
-                problems.append((ip, str(e)))
-        return problems
-
-
-class PortAllocator:
+class PortAllocator(_Allocator):
     """Node ports from an inclusive range (30000-32767 by default)."""
+
+    what = "port"
 
     def __init__(self, first: int, last: int, *, rng: random.Random | None = None):
         if last < first:
@@ -195,61 +217,11 @@ class PortAllocator:
         offset = calculate_range_offset(size, minimum=16, maximum=128, step=32)
         self._bits = _Bitmap(size, offset, rng or random.Random(), frozenset())
 
-    @property
-    def size(self) -> int:
-        return self._bits.size
+    def _range(self) -> str:
+        return self.range
 
-    @property
-    def static_band(self) -> tuple[int, int] | None:
-        if self._bits.offset == 0:
-            return None
-        return self.first, self.first + self._bits.offset - 1
+    def _value(self, offset: int) -> int:
+        return self.first + offset
 
     def _offset(self, port: int) -> int | None:
         return port - self.first if self.first <= port <= self.last else None
-
-    def allocate(self, port: int) -> None:
-        off = self._offset(port)
-        if off is None:
-            raise NotInRange(f"provided port is not in the valid range. The range of valid ports is {self.range}")
-        if not self._bits.allocate(off):
-            raise AlreadyAllocated("provided port is already allocated")
-
-    def allocate_next(self) -> int:
-        off = self._bits.allocate_next()
-        if off is None:
-            raise RangeFull()
-        return self.first + off
-
-    def release(self, port: int) -> None:
-        off = self._offset(port)
-        if off is not None:
-            self._bits.used.discard(off)
-
-    def has(self, port: int) -> bool:
-        off = self._offset(port)
-        return off is not None and off in self._bits.used
-
-    def contains(self, port: int) -> bool:
-        return self._offset(port) is not None
-
-    @property
-    def used(self) -> int:
-        return len(self._bits.used)
-
-    @property
-    def free(self) -> int:
-        return self._bits.free()
-
-    def allocated(self) -> list[int]:
-        return [self.first + o for o in sorted(self._bits.used)]
-
-    def reset(self, ports: Iterable[int]) -> list[tuple[int, str]]:
-        self._bits.used.clear()
-        problems = []
-        for port in ports:
-            try:
-                self.allocate(port)
-            except AllocationError as e:
-                problems.append((port, str(e)))
-        return problems
