@@ -85,10 +85,16 @@ def _signal_supervisor(info: dict, sig: int = signal.SIGUSR1) -> None:
 @click.option("-f", "--filename", "manifests", multiple=True, type=click.Path(exists=True),
               help="manifests to apply once the cluster is up")
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for the cluster")
+@click.option("--tcp-migrate-req", is_flag=True,
+              help="set net.ipv4.tcp_migrate_req=1 (needs root), so connections queued on a "
+                   "killed node agent's ClusterIP listener move to a surviving one instead of being reset")
 def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_cidr, lb_pool,
-       node_port_range, dns_listen, kubelet_port, node_grace, eviction_timeout, manifests, timeout):
+       node_port_range, dns_listen, kubelet_port, node_grace, eviction_timeout, manifests, timeout,
+       tcp_migrate_req):
     """Start a local cluster in the background and wait until it is ready."""
     started = time.monotonic()
+    if tcp_migrate_req:
+        _enable_tcp_migrate_req()
     state_dir = cluster.state_dir(state_dir, name)
     info = _running(state_dir)
     if info:
@@ -240,6 +246,16 @@ def _dollars(values) -> float:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             total += float(v.lstrip("$"))
     return total
+
+
+def _enable_tcp_migrate_req() -> None:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
+            f.write("1\n")
+    except PermissionError:
+        _fail("--tcp-migrate-req needs root (or run: sudo sysctl -w net.ipv4.tcp_migrate_req=1)")
+    except OSError as e:
+        _fail(f"--tcp-migrate-req: cannot set net.ipv4.tcp_migrate_req ({e.strerror}; Linux 5.14 or newer has it)")
 
 
 def _tcp_migrate_req() -> str:
