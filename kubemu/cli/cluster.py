@@ -166,10 +166,32 @@ def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_c
     for node in node_names:
         n = launcher.node_number(node)
         click.echo(f"  {node:<11} {cfg.node_ip(n)}  pods {cfg.node_pod_cidr(n)}")
+    where = "" if state_dir == cluster.state_dir(None, name) else f" --state-dir {state_dir}"
+    svc = _example_service(cfg.apiserver)
     click.echo("Try:")
-    click.echo(f"  kubemu get nodes{'' if name == 'default' else f' --name {name}'}")
-    click.echo(f"  dig @{dns_host} -p {dns_port} kubernetes.default.svc.cluster.local +short")
-    click.echo("  curl http://<CLUSTER-IP>:<PORT>/   (see `kubemu get svc`)")
+    click.echo(f"  kubemu get nodes,svc -o wide{where}")
+    click.echo(f"  dig @{dns_host} -p {dns_port} {svc[0] if svc else 'kubernetes'}.default.svc.cluster.local +short")
+    if svc:
+        click.echo(f"  curl http://{svc[1]}:{svc[2]}/")
+    else:
+        click.echo("  curl http://<CLUSTER-IP>:<PORT>/   (see `kubemu get svc`)")
+
+
+def _example_service(address: str) -> tuple[str, str, int] | None:
+    """(name, clusterIP, port) of a Service the user applied, for the summary's curl line."""
+    from kubemu.client import Client
+
+    async def first():
+        async with Client(address, timeout=2.0) as c:
+            items, _ = await c.list("Service", "default")
+        for s in items:
+            if s.metadata.name != "kubernetes" and s.spec.ports and s.spec.clusterIP not in ("", "None"):
+                return s.metadata.name, s.spec.clusterIP, s.spec.ports[0].port
+        return None
+    try:
+        return asyncio.run(first())
+    except Exception:  # only a hint: never fail `up` over it
+        return None
 
 
 def _ports_in_use(cfg: Config) -> list[str]:
