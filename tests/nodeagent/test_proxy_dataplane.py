@@ -388,6 +388,8 @@ def test_failed_bind_is_an_event_and_the_rest_keeps_working(proxy_env):
     env.start_proxy(1, retry_interval=0.2)
     a = env.start_pod("bf-a", 1)
     taken = socket.socket()  # something else on the node holds the node port
+    # SO_REUSEADDR: an earlier test's connections to this address may linger in TIME_WAIT
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     taken.bind((env.node_ip(1), env.node_port()))
     taken.listen(1)
     try:
