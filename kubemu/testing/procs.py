@@ -7,6 +7,7 @@ Slots are claimed with a lock file, so separate pytest processes do not collide 
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -26,8 +27,38 @@ SLOT_DIR = os.path.join(tempfile.gettempdir(), "kubemu-slots")
 SLOT_RANGE = range(20, 90)  # 127.20.0.0/16 .. 127.89.0.0/16, clear of DESIGN.md's defaults
 
 
+# Test ports come from below the kernel's ephemeral range (32768-60999 by default) and the
+# NodePort range: a port found free there stays free until the test binds it, whereas an
+# ephemeral port can be taken meanwhile by any outgoing connection or UDP socket.
+TEST_PORTS = range(20000, 29990)
+
+
+def _free(host: str, port: int) -> bool:
+    """Free for TCP and UDP alike (a DNS server needs both)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+    try:
+        for s in socks:
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+_handed_out: collections.deque[int] = collections.deque(maxlen=2000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port free for TCP and UDP; not one this process handed out recently (two calls before
+    either port is bound must not get the same one)."""
+    for _ in range(500):
+        port = random.choice(TEST_PORTS)
+        if port not in _handed_out and _free(host, port):
+            _handed_out.append(port)
+            return port
+    with socket.socket() as s:  # a crowded range: fall back to one the kernel picks
         s.bind((host, 0))
         return s.getsockname()[1]
 
