@@ -68,6 +68,14 @@ def _annotations_multiline(w: Writer, title: str, annotations: Any) -> None:
             w.write(0, f"{k}: {value}\n")
 
 
+
+def _meta_header(w: "Writer", obj: Message) -> None:
+    """Name, Namespace, Labels and Annotations: how most of kubectl's describers begin."""
+    w.write(0, f"Name:\t{obj.metadata.name}\n")
+    w.write(0, f"Namespace:\t{obj.metadata.namespace}\n")
+    _labels_multiline(w, "Labels", obj.metadata.labels)
+    _annotations_multiline(w, "Annotations", obj.metadata.annotations)
+
 def _events(w: Writer, events: list[Message] | None, now: datetime.datetime) -> None:
     if events is None:
         return
@@ -164,10 +172,7 @@ def describe_service(svc: Message, slices: list[Message], events: list[Message] 
                      now: datetime.datetime) -> str:
     w = Writer()
     spec = svc.spec
-    w.write(0, f"Name:\t{svc.metadata.name}\n")
-    w.write(0, f"Namespace:\t{svc.metadata.namespace}\n")
-    _labels_multiline(w, "Labels", svc.metadata.labels)
-    _annotations_multiline(w, "Annotations", svc.metadata.annotations)
+    _meta_header(w, svc)
     w.write(0, f"Selector:\t{printers.format_labels(spec.selector)}\n")
     w.write(0, f"Type:\t{spec.type or 'ClusterIP'}\n")
     if spec.ipFamilyPolicy:
@@ -692,10 +697,7 @@ def describe_namespace(ns: Message, events: list[Message] | None, now: datetime.
 
 def describe_endpointslice(eps: Message, events: list[Message] | None, now: datetime.datetime) -> str:
     w = Writer()
-    w.write(0, f"Name:\t{eps.metadata.name}\n")
-    w.write(0, f"Namespace:\t{eps.metadata.namespace}\n")
-    _labels_multiline(w, "Labels", eps.metadata.labels)
-    _annotations_multiline(w, "Annotations", eps.metadata.annotations)
+    _meta_header(w, eps)
     w.write(0, f"AddressType:\t{eps.addressType}\n")
     if not eps.ports:
         w.write(0, "Ports: <unset>\n")
@@ -727,10 +729,7 @@ def describe_endpointslice(eps: Message, events: list[Message] | None, now: date
 def describe_secret(secret: Message, events: list[Message] | None, now: datetime.datetime) -> str:
     """kubectl's secret describer: sizes, never values."""
     w = Writer()
-    w.write(0, f"Name:\t{secret.metadata.name}\n")
-    w.write(0, f"Namespace:\t{secret.metadata.namespace}\n")
-    _labels_multiline(w, "Labels", secret.metadata.labels)
-    _annotations_multiline(w, "Annotations", secret.metadata.annotations)
+    _meta_header(w, secret)
     w.write(0, f"\nType:\t{secret.type or 'Opaque'}\n\n")
     w.write(0, "Data\n====\n")
     sizes = {k: len(v) for k, v in secret.data.items()}
@@ -798,10 +797,7 @@ def _unstructured(w: Writer, level: int, content: dict[str, Any], prefix: str, s
 
 def describe_generic(obj: Message, events: list[Message] | None, now: datetime.datetime) -> str:
     w = Writer()
-    w.write(0, f"Name:\t{obj.metadata.name}\n")
-    w.write(0, f"Namespace:\t{obj.metadata.namespace}\n")
-    _labels_multiline(w, "Labels", obj.metadata.labels)
-    _annotations_multiline(w, "Annotations", obj.metadata.annotations)
+    _meta_header(w, obj)
     _unstructured(w, 0, objects.to_dict(obj), "", {".metadata.managedFields", ".metadata.name",
                                                     ".metadata.namespace", ".metadata.labels",
                                                     ".metadata.annotations"})

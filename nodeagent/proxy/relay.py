@@ -413,56 +413,42 @@ class TcpConnection:
     # -------------------------------------------------------- relaying
 
     def _read_client(self) -> None:
-        view = self.ctx.view
-        try:
-            n = self.client.recv_into(view)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._handle(ConnectionReset(CLIENT))
-            return
-        if not n:
-            self._handle(EofReceived(CLIENT))
-            return
-        self.stats.bytes_to_endpoint += n
-        try:
-            m = self.backend.send(view[:n])
-        except (BlockingIOError, InterruptedError):
-            m = 0
-        except OSError:
-            self._handle(ConnectionReset(BACKEND))
-            return
-        if m < n:
-            self.pending[BACKEND] = memoryview(bytes(view[m:n]))
-            self._handle(WriteBlocked(BACKEND))
-        elif n >= SPLICE_CHUNK and SPLICE:
-            self._to_splice(CLIENT)
+        self._read(CLIENT)
 
     def _read_backend(self) -> None:
+        self._read(BACKEND)
+
+    def _read(self, side: int) -> None:
+        """`side` is readable: pass what it sent straight to the other side."""
+        other = 1 - side
+        src, dst = (self.client, self.backend) if side == CLIENT else (self.backend, self.client)
         view = self.ctx.view
         try:
-            n = self.backend.recv_into(view)
+            n = src.recv_into(view)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self._handle(ConnectionReset(BACKEND))
+            self._handle(ConnectionReset(side))
             return
         if not n:
-            self._handle(EofReceived(BACKEND))
+            self._handle(EofReceived(side))
             return
-        self.stats.bytes_to_client += n
+        if side == CLIENT:
+            self.stats.bytes_to_endpoint += n
+        else:
+            self.stats.bytes_to_client += n
         try:
-            m = self.client.send(view[:n])
+            m = dst.send(view[:n])
         except (BlockingIOError, InterruptedError):
             m = 0
         except OSError:
-            self._handle(ConnectionReset(CLIENT))
+            self._handle(ConnectionReset(other))
             return
         if m < n:
-            self.pending[CLIENT] = memoryview(bytes(view[m:n]))
-            self._handle(WriteBlocked(CLIENT))
+            self.pending[other] = memoryview(bytes(view[m:n]))
+            self._handle(WriteBlocked(other))
         elif n >= SPLICE_CHUNK and SPLICE:
-            self._to_splice(BACKEND)
+            self._to_splice(side)
 
     def _write_client(self) -> None:
         self._flush(CLIENT)
