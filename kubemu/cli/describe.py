@@ -68,7 +68,6 @@ def _annotations_multiline(w: Writer, title: str, annotations: Any) -> None:
             w.write(0, f"{k}: {value}\n")
 
 
-
 def _meta_header(w: "Writer", obj: Message) -> None:
     """Name, Namespace, Labels and Annotations: how most of kubectl's describers begin."""
     w.write(0, f"Name:\t{obj.metadata.name}\n")
