@@ -8,16 +8,28 @@ import signal
 
 from kubemu.apiserver import registry
 from kubemu.apiserver.server import serve
-from kubemu.apiserver.storage import SQLiteBackend
+from kubemu.apiserver.storage import WALBackend, read_sqlite
 from kubemu.apiserver.store import Store
 
 log = logging.getLogger("kubemu.apiserver")
 
 
+def open_backend(state_dir: str) -> WALBackend:
+    """The log in `<state-dir>/wal`; a SQLite store of an earlier kubemu is imported once."""
+    backend = WALBackend(os.path.join(state_dir, "wal"))
+    legacy = os.path.join(state_dir, "store.db")
+    if os.path.exists(legacy) and not os.listdir(backend.dir):
+        objs, revision = read_sqlite(legacy)
+        backend.seed(objs, revision)
+        os.rename(legacy, legacy + ".imported")
+        log.info("imported %d objects at revision %d from %s", len(objs), revision, legacy)
+    return backend
+
+
 async def run(*, listen: str, state_dir: str, service_cidr: str, node_port_range: tuple[int, int],
               retain: int = 20000, max_pending: int = 10000, bookmark_interval: float = 5.0,
               ready_file: str | None = None) -> None:
-    backend = SQLiteBackend(os.path.join(state_dir, "store.db"))
+    backend = open_backend(state_dir)
     store = Store(backend, registry.strategies(service_cidr, node_port_range),
                   retain=retain, max_pending=max_pending)
     await store.start()

@@ -1,17 +1,35 @@
-"""Durable storage behind the API server: one small interface, SQLite as the embedded default.
+"""Durable storage behind the API server: one small interface, a write-ahead log as the default.
 
 The store keeps every object in memory and hands each committed batch of changes to a
 Backend. A backend must make a batch durable before `commit` returns (the API server
 acknowledges writes only after that), and must give back, on `load`, the objects, the revision
 and the retained change log, so that a restarted server continues the revision and watchers
 resume without gaps. Another backend (etcd) only has to implement these three methods.
+
+`WALBackend` is built the way etcd's is: segment files of framed, checksummed records, and
+snapshots that let old segments go.
+- A commit is one pwrite(2) of the batch and one fdatasync(2). Segments are filled with zeros
+  when they are made, so appending never changes a file's size and fdatasync has no file-system
+  metadata to write (on ext4 that halves what an fsync costs; SQLite's WAL, which grows its
+  file, was 15% slower in `scripts/bench apiserver`).
+- A record is `<II` (payload length, CRC-32 of the payload) and the payload; a zero length ends
+  a segment's data. A torn last record (the crash came before fdatasync returned, so it was
+  never acknowledged) is cut off on load; a bad record anywhere else is corruption and the
+  server refuses to start rather than serve a hole in the history.
+- Once every record of a segment is older than the retained history (`compact_to`), a snapshot
+  of all objects is written (temporary file, fsync, rename) and such segments are deleted.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import logging
 import os
-import sqlite3
+import struct
+import zlib
 from typing import Protocol
+
+log = logging.getLogger("kubemu.apiserver.storage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,70 +61,256 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class SQLiteBackend:
-    """WAL mode with synchronous=FULL: a commit is on disk when COMMIT returns.
+class CorruptStorage(Exception):
+    """A record that is not the torn end of the log failed its checksum."""
 
-    Only one thread may use it at a time (the API server's writer thread); batching many
-    client writes into one transaction is what makes durable writes fast (one fsync for many).
-    """
 
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS objects (
-                kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-                rev INTEGER NOT NULL, data BLOB NOT NULL,
-                PRIMARY KEY (kind, namespace, name));
-            CREATE TABLE IF NOT EXISTS log (
-                rev INTEGER PRIMARY KEY, type TEXT NOT NULL, kind TEXT NOT NULL,
-                namespace TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL, prev BLOB);
-            CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-            """
-        )
-        self._compacted = self._meta("compacted")
+SEGMENT_BYTES = 4 << 20
+_FRAME = struct.Struct("<II")      # payload length, crc32(payload)
+_HEAD = struct.Struct("<QB")       # revision, type
+_LEN = struct.Struct("<I")
+_NONE = 0xFFFFFFFF                 # the length of an absent `prev`
+_TYPES = ("ADDED", "MODIFIED", "DELETED")
+_TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
+_SNAP_MAGIC = b"kubemu-snapshot-1\n"
+_SNAP_HEAD = struct.Struct("<QQQ")  # revision, compacted, object count
 
-    def _meta(self, key: str) -> int:
-        row = self._db.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+Key = tuple[str, str, str]
+
+
+def _fields(*parts: bytes | None) -> bytes:
+    return b"".join(_LEN.pack(_NONE) if p is None else _LEN.pack(len(p)) + p for p in parts)
+
+
+def _read_fields(buf: bytes | memoryview, pos: int, n: int) -> tuple[list, int]:
+    out = []
+    for _ in range(n):
+        (size,) = _LEN.unpack_from(buf, pos)
+        pos += 4
+        if size == _NONE:
+            out.append(None)
+            continue
+        out.append(bytes(buf[pos:pos + size]))
+        pos += size
+    return out, pos
+
+
+def encode_change(c: Change) -> bytes:
+    payload = _HEAD.pack(c.rev, _TYPE_CODE[c.type]) + _fields(
+        c.kind.encode(), c.namespace.encode(), c.name.encode(), c.data, c.prev)
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_segment(buf: bytes) -> tuple[list[Change], int, bool]:
+    """The records of one segment, where its data ends, and whether it ends in a bad record."""
+    out: list[Change] = []
+    pos = 0
+    view = memoryview(buf)
+    while pos + _FRAME.size <= len(buf):
+        size, crc = _FRAME.unpack_from(buf, pos)
+        if size == 0:
+            return out, pos, False
+        payload = view[pos + _FRAME.size:pos + _FRAME.size + size]
+        if len(payload) < size or zlib.crc32(payload) != crc:
+            return out, pos, True
+        rev, code = _HEAD.unpack_from(payload, 0)
+        (kind, ns, name, data, prev), _ = _read_fields(payload, _HEAD.size, 5)
+        out.append(Change(rev, _TYPES[code], kind.decode(), ns.decode(), name.decode(), data, prev))
+        pos += _FRAME.size + size
+    return out, pos, pos < len(buf)
+
+
+@dataclasses.dataclass
+class _Segment:
+    path: str
+    first: int        # the revision its name carries (its first record's)
+    last: int         # its last record's revision (first - 1 while empty)
+    end: int          # where the next record goes
+    size: int         # bytes allocated
+
+
+class WALBackend:
+    """Segments and snapshots in one directory. Only one thread may use it at a time (the API
+    server's storage thread); a batch of many client writes costs one fdatasync."""
+
+    def __init__(self, directory: str, *, segment_bytes: int = SEGMENT_BYTES):
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        os.makedirs(directory, exist_ok=True)
+        self._segments: list[_Segment] = []
+        self._fd = -1                              # the open last segment
+        self._objects: dict[Key, bytes] = {}       # what a snapshot would hold
+        self._revision = 0
+        self._compacted = 0
+
+    # ------------------------------------------------------------ load
 
     def load(self) -> Loaded:
-        objects = list(self._db.execute("SELECT kind, namespace, name, data FROM objects"))
-        log = [Change(*row) for row in self._db.execute(
-            "SELECT rev, type, kind, namespace, name, data, prev FROM log ORDER BY rev")]
-        revision = max(self._meta("revision"), log[-1].rev if log else 0)
-        return Loaded(revision, self._compacted, objects, log)
+        for tmp in glob.glob(os.path.join(self.dir, "*.tmp")):
+            os.unlink(tmp)  # a segment or snapshot whose making a crash interrupted
+        snap_rev = self._load_snapshot()
+        history: list[Change] = []
+        paths = sorted(glob.glob(os.path.join(self.dir, "*.wal")))
+        for i, path in enumerate(paths):
+            with open(path, "rb") as f:
+                buf = f.read()
+            changes, end, bad = decode_segment(buf)
+            last_segment = i == len(paths) - 1
+            if bad and not last_segment:
+                raise CorruptStorage(f"{path}: bad record at byte {end}, before the end of the log")
+            if last_segment and buf.count(0, end) != len(buf) - end:
+                bad = True  # a torn write whose first sectors did not reach the disk
+            if not changes and (bad or not last_segment):
+                os.unlink(path)  # nothing acknowledged in it
+                continue
+            first = int(os.path.basename(path)[:-4], 16)
+            seg = _Segment(path, first, changes[-1].rev if changes else first - 1, end, len(buf))
+            self._segments.append(seg)
+            for c in changes:
+                if c.rev <= self._revision and c.rev > snap_rev:
+                    raise CorruptStorage(f"{path}: revision {c.rev} after {self._revision}")
+                if c.rev > snap_rev:
+                    self._apply(c)
+                if c.rev > self._compacted:
+                    history.append(c)
+            if bad:
+                # The torn end of the log: never acknowledged. Cut it off, and append to a new
+                # segment, so the next load finds this one ending cleanly.
+                log.warning("%s: discarding a torn record at byte %d", path, end)
+                with open(path, "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+                seg.size = end
+        if self._segments and self._segments[-1].end < self._segments[-1].size:
+            self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_CLOEXEC)
+        objs = [(*k, data) for k, data in self._objects.items()]
+        return Loaded(self._revision, self._compacted, objs, history)
+
+    def _load_snapshot(self) -> int:
+        snaps = sorted(glob.glob(os.path.join(self.dir, "*.snap")))
+        if not snaps:
+            return 0
+        path = snaps[-1]
+        with open(path, "rb") as f:
+            buf = f.read()
+        body, crc = buf[:-4], buf[-4:]
+        if not body.startswith(_SNAP_MAGIC) or len(crc) < 4 or zlib.crc32(body) != _LEN.unpack(crc)[0]:
+            raise CorruptStorage(f"{path}: the snapshot fails its checksum")
+        rev, compacted, count = _SNAP_HEAD.unpack_from(body, len(_SNAP_MAGIC))
+        pos = len(_SNAP_MAGIC) + _SNAP_HEAD.size
+        for _ in range(count):
+            (kind, ns, name, data), pos = _read_fields(body, pos, 4)
+            self._objects[(kind.decode(), ns.decode(), name.decode())] = data
+        self._revision, self._compacted = rev, compacted
+        return rev
+
+    def _apply(self, c: Change) -> None:
+        key = (c.kind, c.namespace, c.name)
+        if c.type == "DELETED":
+            self._objects.pop(key, None)
+        else:
+            self._objects[key] = c.data
+        self._revision = c.rev
+
+    # ------------------------------------------------------------ commit
 
     def commit(self, changes: list[Change], compact_to: int) -> None:
         if not changes:
             return
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        data = b"".join(encode_change(c) for c in changes)
+        seg = self._segments[-1] if self._fd >= 0 else None
+        if seg is None or seg.end + len(data) + _FRAME.size > seg.size:
+            seg = self._cut(changes[0].rev, len(data) + _FRAME.size)
+        os.pwrite(self._fd, data, seg.end)
+        os.fdatasync(self._fd)
+        seg.end += len(data)
+        seg.last = changes[-1].rev
+        for c in changes:
+            self._apply(c)
+        self._compact(compact_to)
+
+    def _cut(self, first_rev: int, need: int) -> _Segment:
+        """A new segment, filled with zeros and on disk before any record goes into it."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        size = max(self.segment_bytes, need)
+        path = os.path.join(self.dir, f"{first_rev:016x}.wal")
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            for c in changes:
-                if c.type == "DELETED":
-                    db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
-                               (c.kind, c.namespace, c.name))
-                else:
-                    db.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
-                               (c.kind, c.namespace, c.name, c.rev, c.data))
-            db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [(c.rev, c.type, c.kind, c.namespace, c.name, c.data, c.prev)
-                            for c in changes])
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (changes[-1].rev,))
-            # Compact in steps, not on every commit: deleting a few rows per write costs more
-            # than a larger sweep now and then.
-            if compact_to - self._compacted >= 1000:
-                db.execute("DELETE FROM log WHERE rev <= ?", (compact_to,))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (compact_to,))
-                self._compacted = compact_to
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            zeros = bytes(min(size, 1 << 20))
+            written = 0
+            while written < size:
+                written += os.write(fd, zeros[:size - written])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(path + ".tmp", path)
+        self._sync_dir()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        seg = _Segment(path, first_rev, first_rev - 1, 0, size)
+        self._segments.append(seg)
+        return seg
+
+    def _compact(self, compact_to: int) -> None:
+        """Drop the segments the retained history no longer needs, behind a new snapshot."""
+        if compact_to <= self._compacted:
+            return
+        old = [s for s in self._segments[:-1] if s.last <= compact_to]
+        if not old:
+            return  # keep the marker where the files still are: nothing would be dropped
+        self._compacted = compact_to
+        self._write_snapshot()
+        for s in old:
+            os.unlink(s.path)
+            self._segments.remove(s)
+        self._sync_dir()
+
+    def _write_snapshot(self) -> None:
+        parts = [_SNAP_MAGIC, _SNAP_HEAD.pack(self._revision, self._compacted, len(self._objects))]
+        parts += [_fields(k.encode(), ns.encode(), n.encode(), data)
+                  for (k, ns, n), data in self._objects.items()]
+        body = b"".join(parts)
+        path = os.path.join(self.dir, f"{self._revision:016x}.snap")
+        with open(path + ".tmp", "wb") as f:
+            f.write(body + _LEN.pack(zlib.crc32(body)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(path + ".tmp", path)
+        self._sync_dir()
+        for other in glob.glob(os.path.join(self.dir, "*.snap")):
+            if other != path:
+                os.unlink(other)
+
+    def seed(self, objects: list[tuple[str, str, str, bytes]], revision: int) -> None:
+        """Start an empty log from these objects (an import from another store)."""
+        if self._segments or self._objects:
+            raise ValueError(f"{self.dir} is not empty")
+        self._objects = {(k, ns, n): data for k, ns, n, data in objects}
+        self._revision = self._compacted = revision
+        self._write_snapshot()
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        self._db.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def read_sqlite(path: str) -> tuple[list[tuple[str, str, str, bytes]], int]:
+    """The objects and revision of the SQLite store that kubemu used before the log."""
+    import sqlite3
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        objs = [tuple(r) for r in db.execute("SELECT kind, namespace, name, data FROM objects")]
+        revs = [r[0] for r in db.execute("SELECT v FROM meta WHERE k = 'revision'")]
+        revs += [r[0] for r in db.execute("SELECT MAX(rev) FROM log") if r[0] is not None]
+        return objs, max(revs, default=0)
+    finally:
+        db.close()
