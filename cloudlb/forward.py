@@ -50,15 +50,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import logging
 import os
 import socket
-import struct
 import time
 from typing import Callable
 
+from kubemu import relayio
 from kubemu.cloudlb.planner import Target
+from kubemu.relayio import PIPE_SIZE, SPLICE, SPLICE_FLAGS
 
 log = logging.getLogger("kubemu.cloudlb.forward")
 
@@ -71,14 +71,7 @@ ACCEPT_BATCH = 64
 READ_BATCH = 16            # reads per readiness callback, so one busy connection cannot starve others
 UDP_IDLE_TIMEOUT = 30.0
 UDP_BATCH = 64
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-SPLICE = hasattr(os, "splice")
-SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-PIPE_SIZE = 1 << 20
 PIPE_POOL = 64             # empty pipes kept for the next bulk connection
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 # Errors that say "the target is not there" (as opposed to "we could not bind our source").
 _TARGET_ERRORS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH,
@@ -88,26 +81,7 @@ CLIENT, UPSTREAM = 0, 1
 
 _buffer = bytearray(BUFFER_SIZE)
 _view = memoryview(_buffer)
-_pipes: list[tuple[int, int]] = []
-
-
-def _get_pipe() -> tuple[int, int]:
-    if _pipes:
-        return _pipes.pop()
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # the default 64 KiB works too, with more syscalls
-    return r, w
-
-
-def _put_pipe(pipe: tuple[int, int], empty: bool) -> None:
-    if empty and len(_pipes) < PIPE_POOL:
-        _pipes.append(pipe)
-    else:
-        os.close(pipe[0])
-        os.close(pipe[1])
+_pipes = relayio.PipePool(PIPE_POOL)
 
 
 class Backends:
@@ -159,21 +133,6 @@ def _is_target_error(e: BaseException) -> bool:
 
 def _source_for(backends: Backends, client_ip: str) -> str | None:
     return client_ip if backends.preserve_client_ip else backends.source_ip
-
-
-def _bound_socket(kind: int, source: str | None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, kind)
-    try:
-        sock.setblocking(False)
-        if source:
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((source, 0))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
 
 
 # ------------------------------------------------------------------ TCP
@@ -300,7 +259,7 @@ class _TcpConn:
             backends = self.listener.backends
             source = self.client_ip if backends.preserve_client_ip else backends.source_ip
             try:
-                sock = _bound_socket(socket.SOCK_STREAM, source)
+                sock = relayio.bound_socket(socket.SOCK_STREAM, source)
             except OSError as e:
                 log.warning("cannot bind the source address %s for %s: %s", source, target, e)
                 continue
@@ -541,7 +500,7 @@ class _TcpConn:
 
     def _start_splice(self, side: int) -> None:
         try:
-            self.pipe[side] = _get_pipe()
+            self.pipe[side] = _pipes.get()
         except OSError:
             return  # out of descriptors: stay in user space
         self._splice_in(side)
@@ -602,16 +561,11 @@ class _TcpConn:
                 continue
             self._set_reading(side, False)
             self._set_writing(side, False)
-            if reset:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
-            sock.close()
+            relayio.close(sock, reset)
             self.socks[side], self.fds[side] = None, -1
             pipe = self.pipe[side]
             if pipe is not None:
-                _put_pipe(pipe, self.inpipe[side] == 0)
+                _pipes.put(pipe, self.inpipe[side] == 0)
                 self.pipe[side] = None
 
 
@@ -718,7 +672,7 @@ class _Flow:
         self.client = client
         self.target = target
         self.candidates = candidates
-        self.sock = _bound_socket(socket.SOCK_DGRAM, _source_for(listener.backends, client[0]))
+        self.sock = relayio.bound_socket(socket.SOCK_DGRAM, _source_for(listener.backends, client[0]))
         try:
             self.sock.connect((target.ip, target.port))
         except BaseException:

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import socket
-import struct
 from typing import Callable, Union
 
+from kubemu import relayio
 from kubemu.nodeagent.proxy import mmsg
+from kubemu.relayio import PIPE_SIZE, SPLICE, SPLICE_FLAGS
 from kubemu.nodeagent.proxy.state import Endpoint
 
 log = logging.getLogger("kubemu.nodeagent.proxy")
@@ -38,17 +38,11 @@ SIDES = ("client", "backend")
 DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)
 MAX_ATTEMPTS = 8
 
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-
 # Bulk transfers move to splice(2): socket -> pipe -> socket without copying the bytes through
 # user space. A read that fills SPLICE_CHUNK bytes at once is the sign of a bulk direction;
 # request/response traffic never gets there and keeps the cheaper path (no pipe per connection).
-SPLICE = hasattr(os, "splice")
 SPLICE_CHUNK = 64 * 1024
-SPLICE_FLAGS = (getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2))
-PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_LINGER_RESET = struct.pack("ii", 1, 0)
+_pipes = relayio.PipePool()
 
 
 # ---------------------------------------------------------------- events (past tense)
@@ -278,24 +272,6 @@ class RelayContext:
         return client_ip if frontend.source == "client" else self.node_ip
 
 
-def _bound_socket(kind: int, source: str, fallback: str) -> socket.socket:
-    """A non-blocking socket bound to `source` (port chosen at connect time), else to `fallback`."""
-    s = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-    try:
-        if kind == socket.SOCK_STREAM:
-            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            s.bind((source, 0))
-        except OSError:
-            # Not a local address (a client on another host): the node's own IP it is.
-            s.bind((fallback, 0))
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
 class TcpConnection:
     """The I/O shell of one TcpRelay: executes its commands on two non-blocking sockets."""
 
@@ -365,7 +341,7 @@ class TcpConnection:
     def _open(self, ep: Endpoint, timeout: float) -> None:
         self._drop_backend()
         try:
-            s = _bound_socket(socket.SOCK_STREAM, self.source, self.ctx.node_ip)
+            s = relayio.bound_socket(socket.SOCK_STREAM, self.source, self.ctx.node_ip, nodelay=True)
         except OSError as e:
             self.loop.call_soon(self._handle, ConnectFailed(str(e)))
             return
@@ -482,14 +458,9 @@ class TcpConnection:
     def _to_splice(self, side: int) -> None:
         """From now on, data read from `side` goes through a pipe (nothing is pending now)."""
         try:
-            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.pipes[side] = _pipes.get()
         except OSError:
             return  # out of descriptors: the copying path still works
-        try:
-            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass  # over the user's pipe-buffer quota: the default 64 KiB pipe
-        self.pipes[side] = (r, w)
         self._readers[side] = self._splice_client if side == CLIENT else self._splice_backend
         self.loop.add_reader(self._fd(side), self._readers[side])
 
@@ -551,16 +522,10 @@ class TcpConnection:
                 continue
             self.loop.remove_reader(fd)
             self.loop.remove_writer(fd)
-            if reset:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
-            sock.close()
-        for p in self.pipes:
+            relayio.close(sock, reset)
+        for side, p in enumerate(self.pipes):
             if p is not None:
-                os.close(p[0])
-                os.close(p[1])
+                _pipes.put(p, self.in_pipe[side] == 0)
         self.pipes = [None, None]
         self.backend = None
         self.stats.active -= 1
@@ -752,7 +717,7 @@ class UdpRelay:
         if ep is None:
             return None
         try:
-            s = _bound_socket(socket.SOCK_DGRAM, ctx.source_ip(frontend, client_ip), ctx.node_ip)
+            s = relayio.bound_socket(socket.SOCK_DGRAM, ctx.source_ip(frontend, client_ip), ctx.node_ip)
         except OSError as e:
             log.warning("UDP flow from %s:%d: %s", *addr, e)
             return None
