@@ -14,7 +14,8 @@ Targets, taken in turn within each run (the reported figure is the median of --r
   socat-64k   socat with -b65536 (bulk only: its default 8 KiB buffer is what limits it)
 
 Measures:
-  - bulk TCP throughput: --bulk-mib MiB sent through one connection, GiB/s
+  - bulk TCP throughput: --bulk-mib MiB sent through one connection, GiB/s, once per
+    --bulk-write-kib write size (1 MiB, and iperf3's default 128 KiB; the sink reads 1 MiB)
   - small-message round trip: 64-byte ping-pong on one connection, p50/p99 in microseconds
   - HTTP requests/s with wrk (-t1 -c50): keep-alive, and a new connection per request
   - UDP DNS queries/s with dnsperf (-c 4 -q 100) against dnsmasq
@@ -22,7 +23,8 @@ Measures:
   - scale: --services more Services (one port each) -> seconds until every listener is open,
     and the proxy process's RSS before and after
 
-    scripts/bench dataplane [--runs 3] [--duration 4] [--bulk-mib 1024] [--services 1000]
+    scripts/bench dataplane [--runs 3] [--duration 4] [--bulk-mib 1024] [--bulk-write-kib 1024 128]
+                            [--services 1000]
                             [--loop uvloop|asyncio] [--only bulk,rtt,http,udp,scale]
 
 Needs: socat, wrk, nginx, dnsperf, dnsmasq-base (Debian packages).
@@ -183,12 +185,13 @@ http {{
 
 # ------------------------------------------------------------------ clients
 
-def bulk(host: str, port: int, mib: int) -> float:
-    """GiB/s for `mib` MiB through one connection, until the sink has read it all."""
+def bulk(host: str, port: int, mib: int, write_kib: int = 1024) -> float:
+    """GiB/s for `mib` MiB sent in `write_kib` KiB writes through one connection, until the
+    sink has read it all."""
     s = socket.create_connection((host, port), timeout=30)
-    chunk = b"x" * (1 << 20)
+    chunk = b"x" * (write_kib << 10)
     t0 = time.perf_counter()
-    for _ in range(mib):
+    for _ in range((mib << 10) // write_kib):
         s.sendall(chunk)
     s.shutdown(socket.SHUT_WR)
     assert s.recv(2) == b"ok"
@@ -444,9 +447,10 @@ class Bench:
         print(f"loop: {a.loop}; UDP batching: {'off' if a.no_mmsg else 'recvmmsg/sendmmsg'}; runs: {a.runs}; medians; {os.cpu_count()} CPUs; "
               f"load {os.getloadavg()[0]:.2f} at start")
         if "bulk" in only:
-            self.measure(f"bulk TCP throughput, GiB/s ({a.bulk_mib} MiB per run)", "bulk",
-                         lambda h, p: bulk(h, p, a.bulk_mib), ops=lambda v: a.bulk_mib / 1024,
-                         unit="ms/GiB", scale=1e3)
+            for kib in a.bulk_write_kib:
+                self.measure(f"bulk TCP throughput, GiB/s ({a.bulk_mib} MiB per run, {kib} KiB writes)", "bulk",
+                             lambda h, p, kib=kib: bulk(h, p, a.bulk_mib, kib), ops=lambda v: a.bulk_mib / 1024,
+                             unit="ms/GiB", scale=1e3)
         if "rtt" in only:
             self.measure("64-byte round trip on one connection", "rtt", lambda h, p: rtt(h, p, a.rtt_count),
                          ops=lambda v: a.rtt_count + 1000, unit="us/round trip")
@@ -513,6 +517,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per wrk/dnsperf run")
     ap.add_argument("--bulk-mib", type=int, default=1024)
+    ap.add_argument("--bulk-write-kib", type=int, nargs="+", default=[1024, 128],
+                    help="the client's write size; 128 KiB is iperf3's default")
     ap.add_argument("--rtt-count", type=int, default=20000)
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
