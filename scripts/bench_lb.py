@@ -280,9 +280,10 @@ def report(results: dict, args) -> None:
         r = results[t]
         print(f"cloud-lb CPU seconds ({t}): bulk {r['lb_cpu_bulk']:.2f} s for {args.bulk_mib} MiB; "
               f"HTTP {r['lb_cpu_http']:.2f} s over {2 * args.duration:g} s of wrk")
-    verdict = lb["bulk"] / d["bulk"]
-    print(f"target: LB path at least 50% of direct throughput -> {verdict:.0%} "
-          f"({'met' if verdict >= 0.5 else 'NOT met'})")
+    for key, writes in (("bulk_128k", "128 KiB"), ("bulk", "1 MiB")):
+        verdict = lb[key] / d[key]
+        print(f"target: LB path at least 50% of direct throughput, {writes} writes -> {verdict:.0%} "
+              f"({'met' if verdict >= 0.5 else 'NOT met'})")
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump({"results": results, "runs": args.runs, "bulkMiB": args.bulk_mib,
