@@ -76,6 +76,18 @@ def pod_active(pod: Message) -> bool:
     return not pod_terminal(pod) and not pod.metadata.HasField("deletionTimestamp")
 
 
+async def can_adopt(client, owner: Message) -> bool:
+    """Kubernetes' RecheckDeletionTimestamp: before adopting orphans, read the owner from the API
+    server, not the cache. A cached owner may already be deleted with `--cascade=orphan`, whose
+    dependents lost their reference in the same write; adopting them back would point them at a
+    deleted owner, and the garbage collector would delete what was meant to live on."""
+    try:
+        fresh = await client.get(owner.kind, owner.metadata.name, owner.metadata.namespace)
+    except errors.NotFound:
+        return False
+    return fresh.metadata.uid == owner.metadata.uid and not fresh.metadata.HasField("deletionTimestamp")
+
+
 # ------------------------------------------------------------------ index functions
 
 def index_controller_uid(obj: Message) -> Iterable[str]:

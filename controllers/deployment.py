@@ -36,7 +36,7 @@ from kubemu import errors, labels, objects
 from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
-from kubemu.controllers.base import (Controller, controller_ref, copy, index_controller_uid, index_namespace,
+from kubemu.controllers.base import (Controller, can_adopt, controller_ref, copy, index_controller_uid, index_namespace,
                                      owner_ref, pod_terminal)
 from kubemu.timefmt import parse_time, rfc3339
 
@@ -546,6 +546,8 @@ class DeploymentController(Controller):
                         warning=True)
             return
         rss, adopt = self._claim(d)
+        if adopt and not await can_adopt(self.client, d):
+            adopt = []
         for rs in adopt:
             new = copy(rs)
             new.metadata.ownerReferences.append(owner_ref(d))

@@ -25,7 +25,7 @@ from kubemu import errors, labels, objects
 from kubemu.informer import Informer
 from kubemu.v1 import objects_pb2 as pb
 
-from kubemu.controllers.base import (Controller, controller_ref, copy, index_controller_uid, index_namespace,
+from kubemu.controllers.base import (Controller, can_adopt, controller_ref, copy, index_controller_uid, index_namespace,
                                      owner_ref, pod_active, pod_condition, pod_ready)
 from kubemu.timefmt import parse_time
 
@@ -196,6 +196,8 @@ class ReplicaSetController(Controller):
             self.expectations.forget(key)
             return
         owned, adopt, release = self._claim(rs)
+        if adopt and not await can_adopt(self.client, rs):
+            adopt = []
         for p in adopt:
             new = copy(p)
             new.metadata.ownerReferences.append(owner_ref(rs))

@@ -46,20 +46,21 @@ def _tail(path: str, n: int = 15) -> str:
         return "    (no log)"
 
 
-async def _cluster_health(address: str, expected_nodes: list[str]) -> tuple[bool, dict]:
-    """(API server answers, {node: Ready?})"""
+async def _cluster_health(address: str, expected_nodes: list[str]) -> tuple[bool, dict, bool]:
+    """(API server answers, {node: Ready?}, the default/kubernetes Service exists)"""
     from kubemu.client import Client
     from kubemu.errors import ApiError
     async with Client(address, timeout=2.0) as c:
         try:
             nodes, _ = await c.list("Node")
+            services, _ = await c.list("Service", "default", field_selector="metadata.name=kubernetes")
         except ApiError:
-            return False, {}
+            return False, {}, False
     ready = {}
     for n in nodes:
         cond = next((c for c in n.status.conditions if c.type == "Ready"), None)
         ready[n.metadata.name] = cond is not None and cond.status == "True"
-    return True, {name: ready.get(name, False) for name in expected_nodes}
+    return True, {name: ready.get(name, False) for name in expected_nodes}, bool(services)
 
 
 def _signal_supervisor(info: dict, sig: int = signal.SIGUSR1) -> None:
@@ -131,10 +132,10 @@ def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_c
             _stop_supervisor(state_dir)
             _fail(f"{comp} exited with status {failed[comp]} while starting; last lines of {log_path}:\n"
                   + _tail(log_path))
-        ok, ready = False, {}
+        ok, ready, api_service = False, {}, False
         if info.get("apiserver", {}).get("pid"):
             try:
-                ok, ready = asyncio.run(_cluster_health(cfg.apiserver, node_names))
+                ok, ready, api_service = asyncio.run(_cluster_health(cfg.apiserver, node_names))
             except Exception:
                 ok = False
         for comp in info.get("components", {}):
@@ -146,10 +147,16 @@ def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_c
                 shown.add(node)
                 click.echo(f" ✓ {node} Ready ({cfg.node_ip(launcher.node_number(node))})", err=True)
         has_agents = launcher.available("kubemu.nodeagent.cli")
-        if ok and (not has_agents or all(ready.values())) and _dns_ready(cfg, info):
+        # As in Kubernetes, where the API server makes it, the `kubernetes` Service is there
+        # once the cluster is up (here the controller manager makes it).
+        has_controllers = launcher.available("kubemu.controllers.cli")
+        if ok and (not has_agents or all(ready.values())) and (api_service or not has_controllers) \
+                and _dns_ready(cfg, info):
             break
         if time.monotonic() > deadline:
             waiting = [n for n, r in ready.items() if not r] or ["the API server"]
+            if ok and has_controllers and not api_service:
+                waiting.append("controller-manager")
             _stop_supervisor(state_dir)
             logs = "\n".join(f"  {w}:\n" + _tail(os.path.join(state_dir, "logs", f"{w if w != 'the API server' else 'apiserver'}.log"))
                              for w in waiting[:2])

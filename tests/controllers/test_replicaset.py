@@ -1,6 +1,8 @@
 """The ReplicaSet controller: which pods go first, what a sync creates, deletes and writes."""
 from __future__ import annotations
 
+import pytest
+
 from kubemu import objects
 
 from kubemu.controllers.base import copy
@@ -136,11 +138,28 @@ def test_orphans_matching_the_selector_are_adopted_and_strays_released():
     stray = child("stray")
     stray.metadata.labels["app"] = "other"
     c, client = make([owner], [orphan, stray, child("mine", ip="10.0.0.6")])
+    client.objects[("ReplicaSet", "default", "web-abc")] = owner  # what a fresh read returns
     run(c.sync("default/web-abc"))
     updates = {w[2]: w[3] for w in client.writes if w[0] == "update"}
     assert updates["default/orphan"].metadata.ownerReferences[0].uid == "rs-uid"
     assert len(updates["default/stray"].metadata.ownerReferences) == 0
     assert not [w for w in client.writes if w[0] in ("create", "delete")]
+
+
+@pytest.mark.parametrize("server_side", ["gone", "being deleted", "replaced"])
+def test_no_adoption_when_the_owner_is_gone_from_the_api_server(server_side):
+    """The cache can lag an orphaning delete: the owner is re-read before adopting."""
+    owner = rs(replicas=1)
+    c, client = make([owner], [pod("orphan", node="node-1", ip="10.0.0.5")])
+    if server_side != "gone":
+        fresh = rs(replicas=1)
+        if server_side == "being deleted":
+            fresh.metadata.deletionTimestamp = "2027-01-15T08:00:00Z"
+        else:
+            fresh.metadata.uid = "another-uid"
+        client.objects[("ReplicaSet", "default", "web-abc")] = fresh
+    run(c.sync("default/web-abc"))
+    assert not [w for w in client.writes if w[0] == "update" and w[2] == "default/orphan"]
 
 
 def test_deleting_replicaset_is_not_managed():

@@ -99,11 +99,17 @@ class Pod:
         self.node = node
         self.servers = servers
 
-    def stop(self) -> None:
-        """The process dies: its sockets close, connections to it are refused."""
+    def stop(self, drain: float = 0.0) -> None:
+        """The process dies: its sockets close, connections to it are refused. With `drain`, it
+        first stops listening and lets requests already accepted finish for up to that long."""
         async def go():
-            for s, conns in self.servers:
+            for s, _ in self.servers:
                 s.close()
+            deadline = asyncio.get_running_loop().time() + drain
+            while any(not t.is_closing() for _, conns in self.servers for t in conns) \
+                    and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+            for _, conns in self.servers:
                 for t in list(conns):
                     t.abort()
         self.env.call(go())
