@@ -92,7 +92,8 @@ def _signal_supervisor(info: dict, sig: int = signal.SIGUSR1) -> None:
 def up(name, state_dir, nodes, apiserver_port, service_cidr, node_ip_base, pod_cidr, lb_pool,
        node_port_range, dns_listen, kubelet_port, node_grace, eviction_timeout, manifests, timeout,
        tcp_migrate_req):
-    """Start a local cluster in the background and wait until it is ready."""
+    """Start a local cluster in the background and wait until it is ready: the API server
+    answers, every node is Ready, the `kubernetes` Service exists and DNS answers."""
     started = time.monotonic()
     if tcp_migrate_req:
         _enable_tcp_migrate_req()
