@@ -16,6 +16,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import sys
@@ -204,6 +205,8 @@ async def watch_latency(backend, address: str, watchers: int, rate: int, seconds
     proc.start()
     for _ in range(watchers):
         while not ready.acquire(timeout=0.01):
+            if not proc.is_alive():
+                sys.exit(f"the watcher process exited ({proc.exitcode}) before its watches started")
             await asyncio.sleep(0.01)
     chans = await backend.clients(8)
     sent: dict[int, float] = {}
@@ -231,7 +234,11 @@ async def watch_latency(backend, address: str, watchers: int, rate: int, seconds
         await asyncio.sleep(max(0, start + i * interval - time.perf_counter()))
     await asyncio.gather(*pending)
     achieved = i / (time.perf_counter() - start)
-    recs = await asyncio.get_running_loop().run_in_executor(None, out.get)
+    try:  # the watchers stop by themselves 4 s after the writes; never wait forever
+        recs = await asyncio.get_running_loop().run_in_executor(None, lambda: out.get(timeout=seconds + 60))
+    except queue.Empty:
+        proc.kill()
+        sys.exit(f"the watcher process sent no results (alive: {proc.is_alive()}, exit code {proc.exitcode})")
     proc.join(10)
     await backend.close(chans)
     lat = []
