@@ -8,7 +8,7 @@ import signal
 
 from kubemu.apiserver import registry
 from kubemu.apiserver.server import serve
-from kubemu.apiserver.storage import WALBackend, read_sqlite
+from kubemu.apiserver.storage import CorruptStorage, WALBackend, read_sqlite
 from kubemu.apiserver.store import Store
 
 log = logging.getLogger("kubemu.apiserver")
@@ -32,7 +32,11 @@ async def run(*, listen: str, state_dir: str, service_cidr: str, node_port_range
     backend = open_backend(state_dir)
     store = Store(backend, registry.strategies(service_cidr, node_port_range),
                   retain=retain, max_pending=max_pending)
-    await store.start()
+    try:
+        await store.start()
+    except CorruptStorage as e:
+        raise SystemExit(f"kubemu apiserver: the store is damaged: {e}. Move "
+                         f"{backend.dir} away to start with an empty store.") from None
     server = await serve(store, listen, bookmark_interval)
     log.info("serving on %s (revision %d, state %s)", listen, store.revision, state_dir)
     stop = asyncio.Event()

@@ -170,3 +170,23 @@ def test_a_sqlite_store_of_an_earlier_kubemu_is_imported(tmp_path):
     b.close()
     assert reopen(os.path.join(state_dir, "wal"))[1].revision == 10
     shutil.rmtree(state_dir)
+
+
+def test_the_api_server_refuses_a_damaged_store_with_a_message(tmp_path):
+    from kubemu.testing import procs
+    state = tmp_path / "state"
+    b, _ = reopen(str(state / "wal"), segment_bytes=256)
+    for rev in range(1, 20):
+        b.commit([change(rev, f"o{rev}")], 0)
+    b.close()
+    first = sorted(glob.glob(str(state / "wal" / "*.wal")))[0]
+    with open(first, "r+b") as f:
+        f.seek(20)
+        f.write(b"\xff\xfe")
+    import subprocess
+    res = subprocess.run(procs.kubemu_command("apiserver", "--listen", f"127.0.0.1:{procs.free_port()}",
+                                              "--state-dir", str(state)),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "the store is damaged" in res.stderr and os.path.basename(first) in res.stderr
+    assert "Traceback" not in res.stderr
