@@ -18,23 +18,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import rss_mib  # noqa: E402  (scripts/ is on sys.path when run)
+
 from kubemu.testing.cluster import Cluster  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def children_rss_mb(pid: int) -> float:
     """RSS of a process plus its descendants (a node agent's pod processes)."""
-    total = rss_mb(pid)
+    total = rss_mib(pid)
     try:
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
     except OSError:
@@ -58,8 +49,8 @@ def one(nodes: int) -> dict:
         up = time.perf_counter() - t
         time.sleep(2)  # let start-up allocations settle before reading memory
         st = cluster.status()
-        agents = [rss_mb(n["pid"]) for n in st["nodes"].values() if n.get("pid")]
-        control = {name: rss_mb(c["pid"]) for name, c in st["components"].items()}
+        agents = [rss_mib(n["pid"]) for n in st["nodes"].values() if n.get("pid")]
+        control = {name: rss_mib(c["pid"]) for name, c in st["components"].items()}
         return {"up": up, "agent_rss": statistics.median(agents) if agents else float("nan"),
                 "control": control}
     finally:

@@ -32,6 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import rss_mib  # noqa: E402  (scripts/ is on sys.path when run)
+
 from kubemu import errors, objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
@@ -311,7 +313,7 @@ async def one_run(args, services: int, log) -> dict:
                     baseline_p50=percentile(base, 50), baseline_p99=percentile(base, 99),
                     ready_p50=percentile(flip, 50), ready_p99=percentile(flip, 99),
                     delete_p50=percentile(delete, 50), delete_p99=percentile(delete, 99),
-                    cm_rss_mb=_rss_mb(cm.pid))
+                    cm_rss_mb=rss_mib(cm.pid))
                 log("  baseline p50 {baseline_p50:.1f} ms p99 {baseline_p99:.1f} ms | ready flip p50 "
                     "{ready_p50:.1f} ms p99 {ready_p99:.1f} ms | delete p50 {delete_p50:.1f} ms p99 "
                     "{delete_p99:.1f} ms | controller manager RSS {cm_rss_mb:.0f} MB".format(**result))
@@ -327,15 +329,6 @@ async def one_run(args, services: int, log) -> dict:
     return result
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def main() -> None:

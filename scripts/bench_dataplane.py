@@ -47,6 +47,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import cpu_seconds, rss_mib, wrk  # noqa: E402  (scripts/ is on sys.path when run)
+
 from kubemu import objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
@@ -219,20 +221,6 @@ def rtt(host: str, port: int, n: int = 20000, size: int = 64) -> tuple[float, fl
     return out[len(out) // 2] / 1000, out[int(len(out) * 0.99)] / 1000
 
 
-def wrk(host: str, port: int, duration: float, new_connections: bool) -> float:
-    cmd = ["wrk", "-t1", "-c50", f"-d{max(1, round(duration))}s", f"http://{host}:{port}/"]
-    if new_connections:
-        cmd[1:1] = ["-H", "Connection: close"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk: {out}")
-    errors = re.search(r"Socket errors: (.*)", out)
-    if errors and "connect 0, read 0, write 0, timeout 0" not in errors.group(1):
-        print(f"    wrk {host}:{port}: socket errors {errors.group(1)}", file=sys.stderr)
-    return float(m.group(1))
-
-
 def dnsperf(host: str, port: int, duration: float, names: str) -> float:
     cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", names, "-l", str(duration),
            "-q", "100", "-c", "4", "-t", "2"]
@@ -241,35 +229,6 @@ def dnsperf(host: str, port: int, duration: float, names: str) -> float:
     if not m:
         raise RuntimeError(f"dnsperf: {out}")
     return float(m.group(1))
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process, its live children (socat forks one per connection) and its
-    reaped ones (utime+stime+cutime+cstime)."""
-    ticks = 0
-    fields = _stat(pid)
-    if fields:
-        ticks += sum(int(x) for x in fields[11:15])
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (f := _stat(int(entry))) and f[1] == str(pid):
-            ticks += sum(int(x) for x in f[11:13])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def metrics_text(node_ip: str) -> str:
@@ -413,10 +372,10 @@ class Bench:
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
                 host, port, pid = targets[name]
-                c0 = cpu_seconds(pid) if pid else 0.0
+                c0 = cpu_seconds(pid, children=True)
                 value = fn(host, port)
                 time.sleep(0.2)  # let socat reap its children, so their CPU is counted
-                c1 = cpu_seconds(pid) if pid else 0.0
+                c1 = cpu_seconds(pid, children=True)
                 res.setdefault(name, []).append(value)
                 cpu.setdefault(name, []).append((c1 - c0) / ops(value) * scale)
         self.report(metric, unit)
@@ -456,10 +415,10 @@ class Bench:
                          ops=lambda v: a.rtt_count + 1000, unit="us/round trip")
         if "http" in only:
             self.measure(f"HTTP requests/s, wrk -c50 keep-alive, {a.duration:g}s", "http",
-                         lambda h, p: wrk(h, p, a.duration, False), ops=lambda v: v * a.duration,
+                         lambda h, p: wrk(f"http://{h}:{p}/", a.duration), ops=lambda v: v * a.duration,
                          unit="us/request")
             self.measure(f"HTTP requests/s, wrk -c50 new connection per request, {a.duration:g}s", "http",
-                         lambda h, p: wrk(h, p, a.duration, True), ops=lambda v: v * a.duration,
+                         lambda h, p: wrk(f"http://{h}:{p}/", a.duration, close=True), ops=lambda v: v * a.duration,
                          unit="us/request")
         if "udp" in only:
             self.measure(f"UDP DNS queries/s, dnsperf -c4 -q100 (dnsmasq), {a.duration:g}s", "udp",

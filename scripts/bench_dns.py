@@ -37,6 +37,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import cpu_seconds  # noqa: E402  (scripts/ is on sys.path when run)
+
 from dnslib import DNSRecord  # noqa: E402
 
 from kubemu.client import Client  # noqa: E402
@@ -142,14 +144,6 @@ class Unbound(Server):
                 f.write(f'  local-data: "{name}.{NS}.svc.{ZONE}. 5 IN A {ip}"\n')
         self.proc = procs.Proc(["unbound", "-d", "-c", conf], os.path.join(tmp, "unbound.log"))
         procs.wait_port("127.0.0.1", port, 20, self.proc)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: per-query CPU cost is far less sensitive to other
-    load on the machine than queries/s or tail latency are."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def answers(server: Server, name: str, ip: str) -> bool:

@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchlib import cpu_seconds, wrk  # noqa: E402  (scripts/ is on sys.path when run)
 
 from kubemu.testing.cluster import Cluster  # noqa: E402
 
@@ -69,31 +69,6 @@ def manifests() -> list[dict]:
              {"path": "/", "pathType": "Prefix",
               "backend": {"service": {"name": "bench", "port": {"name": "http"}}}}]}}]}},
     ]
-
-
-def wrk(url: str, duration: float, connections: int) -> float:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-H", "Host: bench.local", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk {url}: {out}")
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors or non2xx:
-        print(f"    wrk {url}: {errors.group(0) if errors else ''} {non2xx.group(0) if non2xx else ''}",
-              file=sys.stderr)
-    return float(m.group(1))
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if not pid:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -145,7 +120,7 @@ def main() -> None:
         for run in range(a.runs):
             for name in names[run % len(names):] + names[:run % len(names)]:
                 c0 = cpu_seconds(ingress_pid)
-                rps = wrk(targets[name], a.duration, a.connections)
+                rps = wrk(targets[name], a.duration, connections=a.connections, headers=("Host: bench.local",))
                 c1 = cpu_seconds(ingress_pid)
                 results[name].append(rps)
                 cpu[name].append((c1 - c0) / max(1.0, rps * a.duration) * 1e6)

@@ -33,16 +33,16 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchlib import cpu_seconds, wrk  # noqa: E402  (scripts/ is on sys.path when run)
 
 from kubemu import objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
@@ -114,28 +114,6 @@ def rtt(host: str, port: int, n: int = 10000, size: int = 64) -> tuple[float, fl
     s.close()
     times.sort()
     return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
-
-
-def wrk(host: str, port: int, duration: float, close: bool) -> float:
-    args = ["wrk", "-t1", "-c50", f"-d{duration:g}s", f"http://{host}:{port}/"]
-    if close:
-        args[1:1] = ["-H", "Connection: close"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk said:\n{out}")
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors or non2xx:
-        print(f"    wrk {host}:{port} close={close}: {errors.group(0) if errors else ''} "
-              f"{non2xx.group(0) if non2xx else ''}", file=sys.stderr)
-    return float(m.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------ setup
@@ -252,8 +230,8 @@ def run(paths, args, lb_pid: int) -> dict:
             res[t]["rtt_p99"].append(p99)
         for t in TARGETS:
             c0 = cpu_seconds(lb_pid)
-            res[t]["http_keepalive"].append(wrk(*paths["http"][t], args.duration, close=False))
-            res[t]["http_close"].append(wrk(*paths["http"][t], args.duration, close=True))
+            res[t]["http_keepalive"].append(wrk("http://%s:%d/" % paths["http"][t], args.duration))
+            res[t]["http_close"].append(wrk("http://%s:%d/" % paths["http"][t], args.duration, close=True))
             res[t]["lb_cpu_http"].append(cpu_seconds(lb_pid) - c0)
     return {t: {m: statistics.median(v) for m, v in ms.items()} for t, ms in res.items()}
 
