@@ -38,7 +38,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,73 +46,12 @@ from benchlib import cpu_seconds, wrk  # noqa: E402  (scripts/ is on sys.path wh
 from kubemu import objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
-from bench_dataplane import bulk, nginx_conf  # noqa: E402  (scripts/ is on sys.path when run)
+from bench_dataplane import backend_script, bulk, nginx_conf, rtt  # noqa: E402  (scripts/ is on sys.path when run)
 
 SINK_PORT, ECHO_PORT, HTTP_PORT = 9000, 9001, 80
 TARGETS = ("direct", "nodePort", "lbDirect", "lb")
 
-BACKENDS = r"""
-import socket, sys, threading, time
-
-def serve(ip, port, handler):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((ip, port))
-    ls.listen(1024)
-    def loop():
-        while True:
-            c, _ = ls.accept()
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=handler, args=(c,), daemon=True).start()
-    threading.Thread(target=loop, daemon=True).start()
-
-def sink(c):
-    buf = bytearray(1 << 20)
-    with c:
-        try:
-            while c.recv_into(buf):
-                pass
-            c.sendall(b"ok")
-        except OSError:
-            pass
-
-def echo(c):
-    buf = bytearray(65536)
-    view = memoryview(buf)
-    with c:
-        try:
-            while n := c.recv_into(buf):
-                c.sendall(view[:n])
-        except OSError:
-            pass
-
-ip = sys.argv[1]
-serve(ip, int(sys.argv[2]), sink)
-serve(ip, int(sys.argv[3]), echo)
-print("ready", flush=True)
-while True:
-    time.sleep(3600)
-"""
-
-
 # ------------------------------------------------------------------ clients
-
-
-def rtt(host: str, port: int, n: int = 10000, size: int = 64) -> tuple[float, float]:
-    s = socket.create_connection((host, port), timeout=10)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    msg = b"p" * size
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        s.sendall(msg)
-        got = 0
-        while got < size:
-            got += len(s.recv(size - got))
-        times.append(time.perf_counter() - t0)
-    s.close()
-    times.sort()
-    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
 
 
 # ------------------------------------------------------------------ setup
@@ -192,10 +130,11 @@ def main() -> None:
             lb = procs.Proc(procs.kubemu_command("cloud-lb", "--server", server, "--pool", slot.lb_pool,
                                                  "--log-level", "warning"),
                             os.path.join(tmp, "cloud-lb.log"), env=env)
-            backends = procs.Proc([sys.executable, "-c", BACKENDS, pod_ip, str(SINK_PORT), str(ECHO_PORT)],
+            backends = procs.Proc([sys.executable, "-c", backend_script(pod_ip, SINK_PORT, ECHO_PORT)],
                                   os.path.join(tmp, "backends.log"))
             nginx = procs.Proc(["nginx", "-c", nginx_conf(tmp, pod_ip, HTTP_PORT)], os.path.join(tmp, "nginx.log"))
             started += [agent, lb, backends, nginx]
+            procs.wait_port(pod_ip, SINK_PORT, 10, backends)
             asyncio.run(create_services(server, pod_ip))
             addrs = procs.wait_for(lambda: asyncio.run(addresses(server)), 30, interval=0.2,
                                    message="external IPs for the three Services")
@@ -225,7 +164,7 @@ def run(paths, args, lb_pid: int) -> dict:
             res[t]["lb_cpu_bulk"].append(cpu_seconds(lb_pid) - c0)
             res[t]["bulk_128k"].append(bulk(*paths["bulk"][t], args.bulk_mib, 128))
         for t in TARGETS:
-            p50, p99 = rtt(*paths["echo"][t])
+            p50, p99 = rtt(*paths["echo"][t], n=10000)
             res[t]["rtt_p50"].append(p50)
             res[t]["rtt_p99"].append(p99)
         for t in TARGETS:
