@@ -73,9 +73,9 @@ class APIServicer(api_pb2_grpc.APIServicer):
 
     @_unary
     async def List(self, request, context):
-        items, rev = self.store.list(_kind(request.kind), request.namespace,
-                                     request.label_selector, request.field_selector)
-        return api_pb2.ListResponse(items=[objects.pack(o) for o in items], resource_version=rev)
+        items, rev = self.store.list_encoded(_kind(request.kind), request.namespace,
+                                             request.label_selector, request.field_selector)
+        return items + b"\x10" + encode_varint(rev)  # field 2: resource_version
 
     @_unary
     async def Update(self, request, context):
@@ -209,6 +209,11 @@ async def serve(store: Store, listen: str, bookmark_interval: float = 5.0) -> gr
             # Watch responses are encoded by hand from shared event frames (see _drain).
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
                 servicer.Watch, request_deserializer=request_type.FromString,
+                response_serializer=bytes)
+        elif method.name == "List":
+            # Encoded by hand from each object's bytes, made once per write (Store.encoded).
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                servicer.List, request_deserializer=request_type.FromString,
                 response_serializer=bytes)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(

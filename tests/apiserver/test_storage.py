@@ -190,3 +190,52 @@ def test_the_api_server_refuses_a_damaged_store_with_a_message(tmp_path):
     assert res.returncode == 1
     assert "the store is damaged" in res.stderr and os.path.basename(first) in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_list_bytes_follow_every_write_in_a_batch_and_a_restart(tmp_path):
+    """Store.list_encoded (what List sends) stays the encoding of what Store.list holds, when one
+    batch creates and deletes an object, or updates one twice, and after a restart."""
+    import asyncio
+
+    from kubemu import objects
+    from kubemu.apiserver import registry
+    from kubemu.apiserver.store import Store
+    from kubemu.v1 import api_pb2
+
+    def lease(name: str, holder: str = "a"):
+        o = objects.new("Lease", name, "default")
+        o.spec.holderIdentity = holder
+        return o
+
+    def check(store: Store) -> list[str]:
+        for ns in ("", "default", "kube-system"):
+            items, rev = store.list("Lease", ns)
+            raw, rev2 = store.list_encoded("Lease", ns)
+            resp = api_pb2.ListResponse.FromString(raw)
+            assert rev == rev2
+            assert [objects.unpack(a) for a in resp.items] == items
+        assert set(store.encoded["Lease"]) == set(store.objects["Lease"])
+        return [o.metadata.name for o in store.list("Lease")[0]]
+
+    async def main():
+        store = Store(WALBackend(str(tmp_path / "wal")), registry.strategies("10.96.0.0/16", (30000, 32767)))
+        await store.start()
+        await store.create(lease("keep"))
+        await store.create(lease("twice"))
+        gone = asyncio.ensure_future(store.create(lease("gone")))
+        # queued together, so the writer takes them as one batch
+        ops = [gone,
+               asyncio.ensure_future(store.delete("Lease", "default", "gone")),
+               asyncio.ensure_future(store.update(lease("twice", "b"))),
+               asyncio.ensure_future(store.update(lease("twice", "c"))),
+               asyncio.ensure_future(store.create(lease("new")))]
+        await asyncio.gather(*ops)
+        assert check(store) == ["keep", "new", "twice"]
+        assert store.get("Lease", "default", "twice").spec.holderIdentity == "c"
+        await store.stop()
+        again = Store(WALBackend(str(tmp_path / "wal")), registry.strategies("10.96.0.0/16", (30000, 32767)))
+        await again.start()
+        assert check(again) == ["keep", "new", "twice"]
+        await again.stop()
+
+    asyncio.run(main())
