@@ -249,7 +249,8 @@ class Store:
         self.objects: dict[str, dict[tuple[str, str], Message]] = {k: {} for k in objects.KINDS}
         # Each object as an encoded `repeated Any items = 1` entry of a ListResponse, made once
         # per write from the event's packed Any: a List joins bytes instead of packing and
-        # serializing every object again (10,000 objects: ~100 ms -> ~10 ms).
+        # serializing every object again (10,000 objects: the server's part of a List fell
+        # from 100-130 ms to 36-46 ms, most of which is now gRPC moving 5 MB).
         self.encoded: dict[str, dict[tuple[str, str], bytes]] = {k: {} for k in objects.KINDS}
         self.revision = 0
         self.compacted = 0
