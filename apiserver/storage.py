@@ -123,8 +123,7 @@ def decode_segment(buf: bytes) -> tuple[list[Change], int, bool]:
 @dataclasses.dataclass
 class _Segment:
     path: str
-    first: int        # the revision its name carries (its first record's)
-    last: int         # its last record's revision (first - 1 while empty)
+    last: int         # its last record's revision (one before its name's while empty)
     end: int          # where the next record goes
     size: int         # bytes allocated
 
@@ -164,7 +163,7 @@ class WALBackend:
                 os.unlink(path)  # nothing acknowledged in it
                 continue
             first = int(os.path.basename(path)[:-4], 16)
-            seg = _Segment(path, first, changes[-1].rev if changes else first - 1, end, len(buf))
+            seg = _Segment(path, changes[-1].rev if changes else first - 1, end, len(buf))
             self._segments.append(seg)
             for c in changes:
                 if c.rev <= self._revision and c.rev > snap_rev:
@@ -248,7 +247,7 @@ class WALBackend:
         os.rename(path + ".tmp", path)
         self._sync_dir()
         self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        seg = _Segment(path, first_rev, first_rev - 1, 0, size)
+        seg = _Segment(path, first_rev - 1, 0, size)
         self._segments.append(seg)
         return seg
 

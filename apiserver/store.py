@@ -77,14 +77,18 @@ class Event:
         out = self._frames.get(type_)
         if out is None:
             body = api_pb2.WatchEvent(type=type_, object=self.packed, resource_version=self.rev).SerializeToString()
-            out = self._frames[type_] = b"\x22" + encode_varint(len(body)) + body
+            out = self._frames[type_] = length_delimited(4, body)
         return out
 
 
 def list_item(packed: any_pb2.Any) -> bytes:
     """`packed` as an encoded `repeated Any items = 1` entry of a ListResponse."""
-    body = packed.SerializeToString()
-    return b"\x0a" + encode_varint(len(body)) + body
+    return length_delimited(1, packed.SerializeToString())
+
+
+def length_delimited(field: int, body: bytes) -> bytes:
+    """Protobuf wire format: field number `field`, wire type 2 (bytes or a message)."""
+    return encode_varint(field << 3 | 2) + encode_varint(len(body)) + body
 
 
 def encode_varint(n: int) -> bytes:

@@ -220,9 +220,7 @@ def history(args, revision, namespace, server, state_dir, cluster_name):
     t = target(server, state_dir, cluster_name, namespace)
 
     async def body(c: Client) -> None:
-        for name in names:
-            d = await c.get("Deployment", name, t.namespace)
-            rss = owned_replicasets(d, (await c.list("ReplicaSet", t.namespace))[0])
+        async for name, d, rss in _with_replicasets(c, names, t.namespace):
             if revision:
                 tpl = revision_template(rss, revision)
                 if tpl is None:
@@ -238,6 +236,14 @@ def history(args, revision, namespace, server, state_dir, cluster_name):
             click.echo("")
 
     run(t, body)
+
+
+async def _with_replicasets(c: Client, names: list[str], namespace: str):
+    """(name, deployment, its ReplicaSets) for each name; the ReplicaSets are listed once."""
+    all_rss, _ = await c.list("ReplicaSet", namespace)
+    for name in names:
+        d = await c.get("Deployment", name, namespace)
+        yield name, d, owned_replicasets(d, all_rss)
 
 
 def _render_template(tpl: Message) -> str:
@@ -261,9 +267,7 @@ def undo(args, to_revision, namespace, server, state_dir, cluster_name):
     t = target(server, state_dir, cluster_name, namespace)
 
     async def body(c: Client) -> None:
-        for name in names:
-            d = await c.get("Deployment", name, t.namespace)
-            rss = owned_replicasets(d, (await c.list("ReplicaSet", t.namespace))[0])
+        async for name, d, rss in _with_replicasets(c, names, t.namespace):
             tpl, rev = rollback_template(d, rss, to_revision)
             if tpl == d.spec.template:
                 click.echo(f"deployment.apps/{name} skipped rollback (current template already matches revision {rev})")

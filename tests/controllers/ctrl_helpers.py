@@ -251,7 +251,8 @@ async def ready_nodes(address: str) -> int:
 
 
 async def eventually(fn, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
-    """Await `fn()` (sync or async) until it returns something truthy."""
+    """Await `fn()` (sync or async) until it returns something truthy. What something not there
+    yet raises (an API error, a failed assertion, a refused connection) is retried."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -261,7 +262,7 @@ async def eventually(fn, timeout: float = 15.0, interval: float = 0.05, message:
                 value = await value
             if value:
                 return value
-        except (errors.ApiError, AssertionError, KeyError, IndexError) as e:
+        except (errors.ApiError, AssertionError, KeyError, IndexError, OSError) as e:
             last = e
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}"

@@ -87,11 +87,8 @@ def test_traffic_reaches_controller_placed_pods_and_survives_a_dead_node(agents)
             svc = await client.get("Service", "web", "real")
             url = f"http://{svc.spec.clusterIP}:8080/"
 
-            def answered_by():
-                try:
-                    body = http_get(url)
-                except OSError:  # the proxies may not have opened the new Service's VIP yet
-                    return set()
+            def answered_by():  # refused until the proxies opened the new Service's VIP
+                body = http_get(url)
                 return {name for name in (e.targetRef.name for e in eps.values()) if name in body}
             seen: set[str] = set()
             await eventually(lambda: seen.update(answered_by()) or len(seen) == 3, 15, message="all pods answer")
