@@ -153,6 +153,7 @@ class TcpListener:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+            relayio.unpaced(sock)  # and this
             sock.setblocking(False)
             sock.bind((self.ip, self.port))
             sock.listen(4096)

@@ -12,6 +12,10 @@ Targets, taken in turn within each run (the reported figure is the median of --r
   nodePort    NODE_IP:nodePort through the proxy (the backend sees the node's IP)
   socat       `socat TCP-LISTEN:..,fork TCP:backend` (UDP-RECVFROM/UDP-SENDTO likewise)
   socat-64k   socat with -b65536 (bulk only: its default 8 KiB buffer is what limits it)
+  direct/clusterIP (unpaced client)
+              bulk only: the client's socket uses cubic (reno where cubic is not allowed) instead
+              of the system's default congestion control, which may be BBR; ratios against the
+              direct run of the same client (see docs/perf/dataplane.md)
 
 Measures:
   - bulk TCP throughput: --bulk-mib MiB sent through one connection, GiB/s, once per
@@ -49,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchlib import cpu_seconds, rss_mib, wrk  # noqa: E402  (scripts/ is on sys.path when run)
 
-from kubemu import objects  # noqa: E402
+from kubemu import objects, relayio  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
 
@@ -187,10 +191,26 @@ http {{
 
 # ------------------------------------------------------------------ clients
 
-def bulk(host: str, port: int, mib: int, write_kib: int = 1024) -> float:
+UNPACED = " (unpaced client)"
+
+
+def congestion(unpaced: bool = False) -> str:
+    """The congestion control a new TCP socket of this process gets."""
+    with socket.socket() as s:
+        if unpaced:
+            relayio.unpaced(s)
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+
+
+def bulk(host: str, port: int, mib: int, write_kib: int = 1024, unpaced: bool = False) -> float:
     """GiB/s for `mib` MiB sent in `write_kib` KiB writes through one connection, until the
-    sink has read it all."""
-    s = socket.create_connection((host, port), timeout=30)
+    sink has read it all. `unpaced`: the client's socket uses relayio.LOOPBACK_CONGESTION
+    instead of the system's default congestion control."""
+    s = socket.socket()
+    if unpaced:
+        relayio.unpaced(s)
+    s.settimeout(30)
+    s.connect((host, port))
     chunk = b"x" * (write_kib << 10)
     t0 = time.perf_counter()
     for _ in range((mib << 10) // write_kib):
@@ -357,10 +377,12 @@ class Bench:
              "socat": (self.socat_ip, self.svc_port[k], self.socat[k].pid)}
         if k == "bulk":
             t["socat-64k"] = (self.socat_ip, 6001, self.socat["bulk64k"].pid)
+            t["direct" + UNPACED] = t["direct"]
+            t["clusterIP" + UNPACED] = t["clusterIP"]
         return t
 
     def measure(self, metric: str, k: str, fn, *, ops, unit: str, scale: float = 1e6) -> None:
-        """Run fn(host, port) on every target, --runs times in rotating order. `ops(value)` is
+        """Run fn(host, port, target name) on every target, --runs times in rotating order. `ops(value)` is
         the amount of work a run did: the forwarder's CPU seconds per op, times `scale`, is
         reported in `unit` (CPU time is what the proxy can improve; throughput on a shared
         machine also depends on the neighbours)."""
@@ -373,7 +395,7 @@ class Bench:
             for name in order:
                 host, port, pid = targets[name]
                 c0 = cpu_seconds(pid, children=True)
-                value = fn(host, port)
+                value = fn(host, port, name)
                 time.sleep(0.2)  # let socat reap its children, so their CPU is counted
                 c1 = cpu_seconds(pid, children=True)
                 res.setdefault(name, []).append(value)
@@ -383,10 +405,10 @@ class Bench:
     def report(self, metric: str, unit: str) -> None:
         print(f"\n{metric}")
         res = self.results[metric]
-        base = res["direct"]
         for name, values in res.items():
+            base = res["direct" + UNPACED if name.endswith(UNPACED) else "direct"]
             c = statistics.median(self.cpu[metric][name])
-            cpu = f"forwarder CPU {c:8.2f} {unit}" if name != "direct" else ""
+            cpu = f"forwarder CPU {c:8.2f} {unit}" if not name.startswith("direct") else ""
             if isinstance(values[0], tuple):
                 p50 = statistics.median(v[0] for v in values)
                 p99 = statistics.median(v[1] for v in values)
@@ -397,7 +419,7 @@ class Bench:
             else:
                 med = statistics.median(values)
                 ratio = med / statistics.median(base)
-                print(f"  {name:10s} {med:12.2f}  ({ratio:5.0%} of direct)   {cpu}   "
+                print(f"  {name:28s} {med:12.2f}  ({ratio:5.0%} of direct)   {cpu}   "
                       f"runs {[round(v, 2) for v in values]}")
 
     def run(self) -> None:
@@ -405,24 +427,26 @@ class Bench:
         only = set(a.only.split(","))
         print(f"loop: {a.loop}; UDP batching: {'off' if a.no_mmsg else 'recvmmsg/sendmmsg'}; runs: {a.runs}; medians; {os.cpu_count()} CPUs; "
               f"load {os.getloadavg()[0]:.2f} at start")
+        print(f"TCP congestion control: {congestion()} by default, {congestion(unpaced=True)} for the proxy's "
+              "sockets and the unpaced client")
         if "bulk" in only:
             for kib in a.bulk_write_kib:
                 self.measure(f"bulk TCP throughput, GiB/s ({a.bulk_mib} MiB per run, {kib} KiB writes)", "bulk",
-                             lambda h, p, kib=kib: bulk(h, p, a.bulk_mib, kib), ops=lambda v: a.bulk_mib / 1024,
+                             lambda h, p, name, kib=kib: bulk(h, p, a.bulk_mib, kib, unpaced=name.endswith(UNPACED)), ops=lambda v: a.bulk_mib / 1024,
                              unit="ms/GiB", scale=1e3)
         if "rtt" in only:
-            self.measure("64-byte round trip on one connection", "rtt", lambda h, p: rtt(h, p, a.rtt_count),
+            self.measure("64-byte round trip on one connection", "rtt", lambda h, p, _: rtt(h, p, a.rtt_count),
                          ops=lambda v: a.rtt_count + 1000, unit="us/round trip")
         if "http" in only:
             self.measure(f"HTTP requests/s, wrk -c50 keep-alive, {a.duration:g}s", "http",
-                         lambda h, p: wrk(f"http://{h}:{p}/", a.duration), ops=lambda v: v * a.duration,
+                         lambda h, p, _: wrk(f"http://{h}:{p}/", a.duration), ops=lambda v: v * a.duration,
                          unit="us/request")
             self.measure(f"HTTP requests/s, wrk -c50 new connection per request, {a.duration:g}s", "http",
-                         lambda h, p: wrk(f"http://{h}:{p}/", a.duration, close=True), ops=lambda v: v * a.duration,
+                         lambda h, p, _: wrk(f"http://{h}:{p}/", a.duration, close=True), ops=lambda v: v * a.duration,
                          unit="us/request")
         if "udp" in only:
             self.measure(f"UDP DNS queries/s, dnsperf -c4 -q100 (dnsmasq), {a.duration:g}s", "udp",
-                         lambda h, p: dnsperf(h, p, a.duration, self.names), ops=lambda v: v * a.duration,
+                         lambda h, p, _: dnsperf(h, p, a.duration, self.names), ops=lambda v: v * a.duration,
                          unit="us/query")
         if "scale" in only:
             self.scale(a.services)

@@ -23,6 +23,7 @@ import logging
 import socket
 import struct
 
+from kubemu import relayio
 from kubemu.nodeagent.proxy.picker import Picker
 from kubemu.nodeagent.proxy.relay import PortStats, RelayContext, TcpConnection, UdpRelay
 from kubemu.nodeagent.proxy.state import CLUSTER_IP, EXTERNAL_IP, Frontend, ListenerKey
@@ -76,6 +77,7 @@ def open_socket(key: ListenerKey, shared: bool) -> socket.socket:
         s.bind((key.ip, key.port))
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
+            relayio.unpaced(s)  # so is this
             s.listen(BACKLOG)
         if shared:
             # After listen(): a TCP socket given a program while only bound would form a
