@@ -22,9 +22,9 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 # Congestion control for the relays' own TCP sockets. Every hop they make is on this host, but
-# the system default may be BBR, which paces what it sends (a WAN algorithm): on loopback the
-# pacing timers held a relayed bulk transfer to ~70% of a direct one at 128 KiB writes and ~35%
-# at 1 MiB, against ~90% and ~65% with cubic or reno (docs/perf/dataplane.md). Cubic is the
+# the system default may be BBR, which paces what it sends (a WAN algorithm): on loopback that
+# held a relayed bulk transfer to 66-79% of a direct one at 128 KiB writes and 33-41% at 1 MiB,
+# against 83-101% and 60-80% with cubic or reno (docs/perf/dataplane.md). Cubic is the
 # usual default; an unprivileged process may only pick what net.ipv4.tcp_allowed_congestion_control
 # lists, and reno is always allowed.
 LOOPBACK_CONGESTION = (b"cubic", b"reno")
