@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from kubemu import relayio
 from kubemu.cloudlb import forward
 from kubemu.cloudlb.forward import Backends, TcpListener, UdpListener
 from kubemu.cloudlb.planner import Probe, Target
@@ -126,6 +127,9 @@ def test_relay_with_half_close_and_client_address(addrs):
         server, port = await serve(bip, echo)
         lb_ip = addrs.lb()
         lst, _ = await listener(lb_ip, [target(bip, port)])
+        # what it accepts does not pace its sends (see kubemu.relayio.unpaced)
+        cc = lst.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+        assert cc in relayio.LOOPBACK_CONGESTION
         assert await request(lb_ip, lst.port, b"hello") == b"echo:hello"
         # Cluster policy: the target sees the load balancer's own address
         assert seen == [lb_ip]

@@ -13,6 +13,9 @@ import time
 import pytest
 
 from conftest_proxy import Pod, http_get, proxy_env, refused, udp_ask, wait_answers  # noqa: F401 (fixture)
+from kubemu import relayio
+from kubemu.nodeagent.proxy.listeners import open_socket
+from kubemu.nodeagent.proxy.state import ListenerKey
 from kubemu.testing.procs import wait_for
 
 
@@ -520,3 +523,14 @@ def test_kill_9_of_the_serving_agent_leaves_the_vip_answering(proxy_env, tmp_pat
         for p in agents.values():
             p.kill()
             p.stop()
+
+
+def test_tcp_listeners_do_not_pace_what_they_accept():
+    # BBR, a common default, paces every send; on loopback that slows a relayed transfer
+    # down (docs/perf/dataplane.md). Accepted connections inherit the listener's choice.
+    s = open_socket(ListenerKey("TCP", "127.10.0.9", 0), shared=False)
+    try:
+        cc = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+        assert cc in relayio.LOOPBACK_CONGESTION
+    finally:
+        s.close()
