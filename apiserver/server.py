@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,11 +16,12 @@ from grpc_reflection.v1alpha import reflection
 from kubemu import objects, wire
 from kubemu.errors import ApiError, BadRequest
 from kubemu.v1 import api_pb2, api_pb2_grpc
-from kubemu.apiserver.store import Store, Watcher, encode_varint
+from kubemu.apiserver.store import Store, Watcher, encode_varint, length_delimited
 
 log = logging.getLogger("kubemu.apiserver")
 
 MAX_EVENTS_PER_RESPONSE = 1000
+MAX_BATCH_BYTES = 4 << 20
 # Streaming messages cost the server a fixed amount each (a grpcio aio fan-out of one event per
 # message tops out near 5,000 messages/s here; pre-encoded bytes about twice that), so a stream
 # that just sent waits this long per open stream before sending again, and what arrives
@@ -27,6 +29,25 @@ MAX_EVENTS_PER_RESPONSE = 1000
 # most 10,000 messages/s in all. (0.2 ms per stream doubled the base delay and gave no lower
 # p99 in runs of `scripts/bench apiserver`.)
 COALESCE_PER_STREAM = 0.0001
+
+
+def batched(responses: list[bytes]) -> Iterator[bytes]:
+    """Encoded WatchResponses as few messages: alone, or as `batch` entries of one response,
+    up to MAX_BATCH_BYTES a message (see WatchResponse.batch in api.proto)."""
+    if len(responses) == 1:
+        yield responses[0]
+        return
+    parts: list[bytes] = []
+    size = 0
+    for r in responses:
+        entry = length_delimited(6, r)  # field 6: batch
+        if parts and size + len(entry) > MAX_BATCH_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+        parts.append(entry)
+        size += len(entry)
+    if parts:
+        yield b"".join(parts)
 
 
 def _kind(name: str) -> str:
@@ -161,17 +182,18 @@ class APIServicer(api_pb2_grpc.APIServicer):
                     await asyncio.sleep(pause)
                 last_send = loop.time()
                 wakeup.clear()
-                while control:
-                    await context.write(control.pop(0).SerializeToString())
+                out = [c.SerializeToString() for c in control]
+                control.clear()
                 bookmark_due = loop.time() - last_bookmark >= self.bookmark_interval
                 if bookmark_due:
                     last_bookmark = loop.time()
                 for wid, (w, bookmarks) in list(watches.items()):
-                    for resp in self._drain(wid, w, bookmarks and bookmark_due):
-                        await context.write(resp)
+                    out.extend(self._drain(wid, w, bookmarks and bookmark_due))
                     if w.closed:
                         watches.pop(wid, None)
                         self.store.unwatch(w)
+                for message in batched(out):
+                    await context.write(message)
         finally:
             self.streams -= 1
             ticker.cancel()

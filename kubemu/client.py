@@ -73,10 +73,11 @@ class _WatchMux:
         call = self.stub.Watch(requests())
         error: errors.ApiError = errors.Unavailable("watch stream closed")
         try:
-            async for resp in call:
-                q = self.queues.get(resp.watch_id)
-                if q is not None:
-                    q.put_nowait(resp)
+            async for msg in call:
+                for resp in msg.batch or (msg,):  # several watches' responses in one message
+                    q = self.queues.get(resp.watch_id)
+                    if q is not None:
+                        q.put_nowait(resp)
         except grpc.aio.AioRpcError as e:
             error = _translate(e)
         except asyncio.CancelledError:

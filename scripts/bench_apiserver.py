@@ -3,7 +3,10 @@
 Measures, for kubemu and for etcd (Debian's etcd-server) side by side:
   - durable creates/s and updates/s from 1 and from 8 concurrent clients
   - watch delivery latency p50/p99 with 1, 10 and 50 watchers while a writer does 500 writes/s
-    (latency = event received by a watcher - write sent; watchers run in their own process)
+    (latency = event received by a watcher - write sent; watchers run in their own process),
+    once with a stream per watcher (as many clients would) and, for more than one, once with
+    all of them multiplexed over one stream (as one client carries its watches: kubemu's
+    client library, etcd's clientv3)
   - List of 10,000 objects (etcd: a prefix Range over 10,000 keys)
 Each figure is the median of --runs runs. The etcd payload is the same serialized object.
 
@@ -149,48 +152,47 @@ async def throughput(backend, op: str, clients: int, total: int, tag: str) -> fl
     return per * clients / elapsed
 
 
-def watcher_process(kind: str, address: str, n: int, seconds: float, ready, out, tmp: str):
-    """Runs in its own process: n watch streams, recording (revision, receive time)."""
+def watcher_process(kind: str, address: str, n: int, seconds: float, ready, out, tmp: str, mux: bool):
+    """Runs in its own process: n watches, recording (revision, receive time). `mux`: all n
+    over one stream (each side's multiplexing), else a stream each."""
     async def main():
         recs: list[list[tuple[int, float]]] = [[] for _ in range(n)]
         if kind == "kubemu":
-            async def one(i):
-                ch = grpc.aio.insecure_channel(address)
-                q: asyncio.Queue = asyncio.Queue()
-                q.put_nowait(api_pb2.WatchRequest(create=api_pb2.WatchCreate(
-                    watch_id=1, kind="Lease", namespace="bench-watch")))
-
-                async def reqs():
-                    while True:
-                        yield await q.get()
-                call = api_pb2_grpc.APIStub(ch).Watch(reqs())
-                async for resp in call:
-                    if resp.created:
-                        ready.release()
-                    now = time.time()
-                    for e in resp.events:
-                        recs[i].append((e.resource_version, now))
+            create = lambda i: api_pb2.WatchRequest(create=api_pb2.WatchCreate(
+                watch_id=i + 1, kind="Lease", namespace="bench-watch"))
+            open_stream = lambda ch, reqs: api_pb2_grpc.APIStub(ch).Watch(reqs)
+            index = lambda resp, order: resp.watch_id - 1
+            rev = lambda e: e.resource_version
         else:
             pb, pbg = etcd_modules(tmp)
+            key = b"/registry/leases/bench-watch/"
+            create = lambda i: pb.WatchRequest(create_request=pb.WatchCreateRequest(key=key, range_end=key[:-1] + b"0"))
+            open_stream = lambda ch, reqs: pbg.WatchStub(ch).Watch(reqs)
+            index = lambda resp, order: order[resp.watch_id]  # etcd numbers watches itself
+            rev = lambda e: e.kv.mod_revision
 
-            async def one(i):
-                ch = grpc.aio.insecure_channel(address)
-                q: asyncio.Queue = asyncio.Queue()
-                key = b"/registry/leases/bench-watch/"
-                q.put_nowait(pb.WatchRequest(create_request=pb.WatchCreateRequest(
-                    key=key, range_end=key[:-1] + b"0")))
+        async def stream(ids: range):
+            ch = grpc.aio.insecure_channel(address)
+            q: asyncio.Queue = asyncio.Queue()
+            for i in ids:
+                q.put_nowait(create(i))
 
-                async def reqs():
-                    while True:
-                        yield await q.get()
-                call = pbg.WatchStub(ch).Watch(reqs())
-                async for resp in call:
+            async def reqs():
+                while True:
+                    yield await q.get()
+            order: dict[int, int] = {}
+            async for msg in open_stream(ch, reqs()):
+                now = time.time()
+                for resp in getattr(msg, "batch", None) or (msg,):
                     if resp.created:
+                        order[resp.watch_id] = ids[len(order)]
                         ready.release()
-                    now = time.time()
-                    for e in resp.events:
-                        recs[i].append((e.kv.mod_revision, now))
-        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+                    if resp.events:
+                        r = recs[index(resp, order)]
+                        for e in resp.events:
+                            r.append((rev(e), now))
+        groups = [range(n)] if mux else [range(i, i + 1) for i in range(n)]
+        tasks = [asyncio.create_task(stream(g)) for g in groups]
         await asyncio.sleep(seconds)
         for t in tasks:
             t.cancel()
@@ -198,10 +200,12 @@ def watcher_process(kind: str, address: str, n: int, seconds: float, ready, out,
     run(main())
 
 
-async def watch_latency(backend, address: str, watchers: int, rate: int, seconds: float, tmp: str):
+async def watch_latency(backend, address: str, watchers: int, rate: int, seconds: float, tmp: str,
+                        mux: bool = False):
     ctx = multiprocessing.get_context("spawn")
     ready, out = ctx.Semaphore(0), ctx.Queue()
-    proc = ctx.Process(target=watcher_process, args=(backend.name, address, watchers, seconds + 4, ready, out, tmp))
+    proc = ctx.Process(target=watcher_process,
+                       args=(backend.name, address, watchers, seconds + 4, ready, out, tmp, mux))
     proc.start()
     for _ in range(watchers):
         while not ready.acquire(timeout=0.01):
@@ -213,17 +217,19 @@ async def watch_latency(backend, address: str, watchers: int, rate: int, seconds
     interval = 1.0 / rate
     start = time.perf_counter()
 
+    tag = f"w{watchers}{'m' if mux else ''}"
+
     async def write(i: int):
         t = time.time()
         c = chans[i % len(chans)]
         if backend.name == "kubemu":
-            obj = payload(f"w{watchers}-{i}")
+            obj = payload(f"{tag}-{i}")
             obj.metadata.namespace = "bench-watch"
             rev = int((await c.create(obj)).metadata.resourceVersion)
         else:
             stub = backend.pbg.KVStub(c)
-            resp = await stub.Put(backend.pb.PutRequest(key=f"/registry/leases/bench-watch/w{watchers}-{i}".encode(),
-                                                        value=payload(f"w{watchers}-{i}").SerializeToString()))
+            resp = await stub.Put(backend.pb.PutRequest(key=f"/registry/leases/bench-watch/{tag}-{i}".encode(),
+                                                        value=payload(f"{tag}-{i}").SerializeToString()))
             rev = resp.header.revision
         sent[rev] = t
     pending = []
@@ -325,6 +331,9 @@ def run_suite(which: str, tmp: str, pb, pbg, args) -> dict:
             res["update_8"] = await throughput(backend, "update", 8, n, "u8")
             for w in args.watchers:
                 res[f"watch_{w}"] = await watch_latency(backend, address, w, args.rate, args.seconds, tmp)
+                if w > 1:
+                    res[f"watch_{w}_mux"] = await watch_latency(backend, address, w, args.rate, args.seconds,
+                                                                tmp, mux=True)
             res["list_10000_ms"] = await list_time(backend)
         run(go())
     finally:
@@ -363,13 +372,18 @@ def main() -> None:
         k, e = med("kubemu", key), med("etcd", key)
         print(f"| {label} | {k:,.0f} | {e:,.0f} | {k / e:.2f} |")
     for w in args.watchers:
-        for idx, label in ((0, "p50"), (1, "p99")):
-            k, e = med("kubemu", f"watch_{w}", idx), med("etcd", f"watch_{w}", idx)
-            print(f"| watch delivery {label}, {w} watcher(s) at {args.rate} writes/s (ms) | {k:.1f} | {e:.1f} | {k / e:.2f} |")
-        kc = min(x[f"watch_{w}"][2] for x in results["kubemu"])
-        ec = min(x[f"watch_{w}"][2] for x in results["etcd"])
-        kr = med("kubemu", f"watch_{w}", 3)
-        print(f"| watchers that received every event, {w} watcher(s) (achieved {kr:.0f} writes/s) | {kc}/{w} | {ec}/{w} | |")
+        for key, how in ((f"watch_{w}", "a stream each"), (f"watch_{w}_mux", "one stream")):
+            if key not in results["kubemu"][0]:
+                continue
+            for idx, label in ((0, "p50"), (1, "p99")):
+                k, e = med("kubemu", key, idx), med("etcd", key, idx)
+                print(f"| watch delivery {label}, {w} watcher(s), {how}, at {args.rate} writes/s (ms) "
+                      f"| {k:.1f} | {e:.1f} | {k / e:.2f} |")
+            kc = min(x[key][2] for x in results["kubemu"])
+            ec = min(x[key][2] for x in results["etcd"])
+            kr = med("kubemu", key, 3)
+            print(f"| watchers that received every event, {w} watcher(s), {how} (achieved {kr:.0f} writes/s) "
+                  f"| {kc}/{w} | {ec}/{w} | |")
     k, e = med("kubemu", "list_10000_ms"), med("etcd", "list_10000_ms")
     print(f"| List of 10,000 objects (ms) | {k:.0f} | {e:.0f} | {k / e:.2f} |")
     if args.json:

@@ -136,18 +136,20 @@ class WatchEvent(_message.Message):
     def __init__(self, type: _Optional[str] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("watch_id", "created", "canceled", "events", "status")
+    __slots__ = ("watch_id", "created", "canceled", "events", "status", "batch")
     WATCH_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CANCELED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     watch_id: int
     created: bool
     canceled: bool
     events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
     status: Status
-    def __init__(self, watch_id: _Optional[int] = ..., created: _Optional[bool] = ..., canceled: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[WatchResponse]
+    def __init__(self, watch_id: _Optional[int] = ..., created: _Optional[bool] = ..., canceled: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[WatchResponse, _Mapping]]] = ...) -> None: ...
 
 class StatusCause(_message.Message):
     __slots__ = ("reason", "message", "field")

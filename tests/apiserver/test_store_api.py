@@ -200,16 +200,54 @@ def test_slow_watcher_is_cut_off_while_others_continue(tmp_path):
                 assert len(fast_seen) == 3000
                 # Reading the slow stream now: what was in flight, then the cut-off.
                 received, status = 0, None
-                async for resp in slow:
-                    received += len(resp.events)
-                    if resp.canceled:
-                        status = resp.status
+                async for msg in slow:
+                    for resp in msg.batch or [msg]:
+                        received += len(resp.events)
+                        if resp.canceled:
+                            status = resp.status
+                    if status is not None:
                         break
                 assert status is not None and status.reason == "TooOld"
                 assert "fell too far behind" in status.message
                 assert received < 3000
                 slow.cancel()
         run(body(), 120)
+
+
+def test_watches_of_one_stream_get_their_events_in_one_message(apiserver):
+    """Two watches on one stream that both see a write: one message, a `batch` entry each."""
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+    import grpc
+
+    async def body():
+        async with Client(apiserver) as writer, grpc.aio.insecure_channel(apiserver) as raw:
+            requests: asyncio.Queue = asyncio.Queue()
+            for wid in (1, 2):
+                requests.put_nowait(api_pb2.WatchRequest(create=api_pb2.WatchCreate(
+                    watch_id=wid, kind="Lease", namespace="default")))
+
+            async def request_stream():
+                while True:
+                    yield await requests.get()
+            stream = api_pb2_grpc.APIStub(raw).Watch(request_stream()).__aiter__()
+            created = set()
+            while created != {1, 2}:
+                msg = await asyncio.wait_for(stream.__anext__(), 5)
+                created |= {r.watch_id for r in msg.batch or [msg] if r.created}
+            obj = await writer.create(cm("both"))
+            msg = await asyncio.wait_for(stream.__anext__(), 5)
+            assert [r.watch_id for r in msg.batch] == [1, 2] and not msg.events
+            for r in msg.batch:
+                assert [(e.type, e.resource_version) for e in r.events] == [
+                    ("ADDED", int(obj.metadata.resourceVersion))]
+                assert objects.unpack(r.events[0].object).metadata.name == "both"
+            # the client library hands each watch its own
+            w1 = writer.watch("Lease", "default", resource_version=int(obj.metadata.resourceVersion))
+            w2 = writer.watch("Lease", "default", resource_version=int(obj.metadata.resourceVersion))
+            await writer.create(cm("again"))
+            for w in (w1, w2):
+                assert [e.object.metadata.name for e in await collect(w, 1)] == ["again"]
+    run(body())
 
 
 def _big(name: str, payload: str):
