@@ -259,9 +259,11 @@ def test_connect_failures_are_retried_on_the_next_endpoint(proxy_env):
     env.endpoints("ha", pods)
     wait_answers(lambda: http_get(vip, 80), {p.name for p in pods})
     # Requests run without pause while one pod after another dies behind a slice that still
-    # lists it: no client sees an error while a live endpoint remains. (Each pod finishes the
-    # requests it already accepted: one cut off inside a pod fails in Kubernetes too, and is
-    # not a connect failure.)
+    # lists it: no client connection fails for want of an endpoint while a live one remains.
+    # (Each pod finishes the requests it already accepted: one cut off inside a pod fails in
+    # Kubernetes too, and is not a connect failure. That includes a connection still in the
+    # pod's accept queue when its listener closes, which the kernel resets: at most one per
+    # death here, with one request at a time. The proxy's failure counter tells them apart.)
     errors: list[str] = []
     answers: list[str] = []
     stop = threading.Event()
@@ -285,14 +287,15 @@ def test_connect_failures_are_retried_on_the_next_endpoint(proxy_env):
     finally:
         stop.set()
         t.join(10)
-    assert errors == []
+    failures = 'kubemu_proxy_connection_failures_total{namespace="default",service="ha",port="",protocol="TCP"}'
+    assert f"{failures} 0" in proxy.render_metrics()
+    assert len(errors) <= 2 and all(e.startswith("ConnectionResetError") for e in errors), errors
     assert set(answers[-10:]) == {"ha-2"}
     # ... and with every endpoint dead, clients are reset, counted as failures
     pods[2].stop()
     with pytest.raises(OSError):
         http_get(vip, 80)
-    assert 'kubemu_proxy_connection_failures_total{namespace="default",service="ha",port="",protocol="TCP"} 0' \
-        not in proxy.render_metrics()
+    assert f"{failures} 0" not in proxy.render_metrics()
 
 
 def test_tcp_half_close_is_relayed(proxy_env):
