@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 from typing import Any, Callable, Iterable, TypeVar
 
 import yaml
@@ -162,11 +163,23 @@ class Cluster:
 
     def http_get(self, host_or_service: str, port: int | None = None, path: str = "/",
                  namespace: str = "default", timeout: float = 5.0, source: str | None = None) -> str:
-        """GET from an IP, or from a Service's ClusterIP when given a Service name."""
+        """GET from an IP, or from a Service's ClusterIP when given a Service name.
+
+        A refused connection is tried again until `timeout` has passed, as with
+        `curl --retry-connrefused`: the node agents open a Service's listener a moment after its
+        endpoints change, as kube-proxy programs its rules after a sync, so a test that has just
+        seen the endpoints in the API may otherwise get there first."""
         host = host_or_service
         if not _is_ip(host):
             host, port = self.service_address(host_or_service, port, namespace)
-        return http_get(host, port or 80, path, timeout=timeout, source=source)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return http_get(host, port or 80, path, timeout=timeout, source=source)
+            except ConnectionRefusedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def resolve(self, name: str, qtype: str = "A", tcp: bool = False) -> list[str]:
         """Ask the cluster DNS; returns the answer records' data as strings."""
