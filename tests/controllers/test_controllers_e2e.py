@@ -162,10 +162,13 @@ def test_rolling_update_never_drops_below_min_available(cluster):
             await eventually(lambda: len(view.ready()) == 4, message="4 ready endpoints")
             first = {e.targetRef.name for e in view.ready().values()}
             view.ready_history.clear()
+            # a patch, as `kubectl set image` sends: the controller may update the Deployment's
+            # status meanwhile, and a read-modify-update would then conflict
             d = await client.get("Deployment", "web", "roll")
-            new = objects.to_dict(d)
-            new["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.k8s.io/echoserver:1.11"
-            await client.update(objects.from_dict(new))
+            containers = objects.to_dict(d)["spec"]["template"]["spec"]["containers"]
+            containers[0]["image"] = "registry.k8s.io/echoserver:1.11"
+            await client.patch("Deployment", "web", {"spec": {"template": {"spec": {"containers": containers}}}},
+                               "roll")
 
             def rolled():
                 eps = view.ready()
