@@ -40,7 +40,7 @@ def batched(responses: list[bytes]) -> Iterator[bytes]:
     parts: list[bytes] = []
     size = 0
     for r in responses:
-        entry = length_delimited(6, r)  # field 6: batch
+        entry = length_delimited(api_pb2.WatchResponse.BATCH_FIELD_NUMBER, r)
         if parts and size + len(entry) > MAX_BATCH_BYTES:
             yield b"".join(parts)
             parts, size = [], 0
