@@ -410,7 +410,10 @@ def test_keeps_forwarding_and_failing_over_while_the_api_server_is_down(tmp_path
             ip = env.wait_ingress("stable")
             procs.wait_for(lambda: set(spread(ip, 8089, 6)) == {"node-1", "node-2"}, 10, message="both nodes")
             api.kill()
-        assert spread(ip, 8089, 6).keys() == {"node-1", "node-2"}
+        # Both still get traffic. Waited for, not asserted once: with thresholds of 1, one health
+        # probe that times out on a loaded machine takes a node out for an interval.
+        procs.wait_for(lambda: set(spread(ip, 8089, 6)) == {"node-1", "node-2"}, 10,
+                       message="both nodes without the API server")
         nodes[1].kill()                      # and failover still works without the API server
         assert spread(ip, 8089, 10) == {"node-2": 10}
         assert env.lb.alive()
