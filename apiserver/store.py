@@ -274,7 +274,7 @@ class Store:
                 msg = objects.KINDS[kind].message()
                 msg.ParseFromString(data)
                 self.objects[kind][(ns, name)] = msg
-                self.encoded[kind][(ns, name)] = list_item(objects.pack(msg))
+                self.encoded[kind][(ns, name)] = list_item(objects.pack_serialized(msg.DESCRIPTOR.name, data))
         self.revision = loaded.revision
         log_entries = loaded.log[-self.retain:]
         self.compacted = max(loaded.compacted, (log_entries[0].rev - 1) if log_entries else loaded.revision)

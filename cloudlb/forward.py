@@ -260,12 +260,11 @@ class _TcpConn:
             backends = self.listener.backends
             source = self.client_ip if backends.preserve_client_ip else backends.source_ip
             try:
-                sock = relayio.bound_socket(socket.SOCK_STREAM, source)
+                sock = relayio.bound_socket(socket.SOCK_STREAM, source, nodelay=True)
             except OSError as e:
                 log.warning("cannot bind the source address %s for %s: %s", source, target, e)
                 continue
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 err = sock.connect_ex((target.ip, target.port))
                 if err == errno.EINPROGRESS:
                     # On loopback the handshake usually completed inside the first call.

@@ -94,9 +94,14 @@ def new(kind: str, name: str = "", namespace: str = "", **_: Any) -> Message:
 
 
 def pack(msg: Message) -> any_pb2.Any:
+    return pack_serialized(msg.DESCRIPTOR.name, msg.SerializeToString())
+
+
+def pack_serialized(kind: str, value: bytes) -> any_pb2.Any:
+    """An Any around an object of `kind` that is already serialized."""
     out = any_pb2.Any()
-    out.type_url = TYPE_URL_PREFIX + msg.DESCRIPTOR.name
-    out.value = msg.SerializeToString()
+    out.type_url = TYPE_URL_PREFIX + kind
+    out.value = value
     return out
 
 

@@ -42,6 +42,11 @@ def unpaced(sock: socket.socket) -> None:
             _congestion.pop(0)  # not built in, or not allowed to us: never try it again
 
 
+def congestion(sock: socket.socket) -> bytes:
+    """The congestion control a TCP socket uses, e.g. b"cubic"."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+
+
 def bound_socket(kind: int, source: str | None, fallback: str | None = None, *,
                  nodelay: bool = False) -> socket.socket:
     """A non-blocking socket bound to `source` (port chosen at connect time, so binding does

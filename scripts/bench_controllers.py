@@ -329,8 +329,6 @@ async def one_run(args, services: int, log) -> dict:
     return result
 
 
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--services", default="100,1000", help="comma-separated Service counts")

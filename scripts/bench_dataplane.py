@@ -199,7 +199,7 @@ def congestion(unpaced: bool = False) -> str:
     with socket.socket() as s:
         if unpaced:
             relayio.unpaced(s)
-        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+        return relayio.congestion(s).decode()
 
 
 def bulk(host: str, port: int, mib: int, write_kib: int = 1024, unpaced: bool = False) -> float:

@@ -51,9 +51,6 @@ from bench_dataplane import backend_script, bulk, nginx_conf, rtt  # noqa: E402 
 SINK_PORT, ECHO_PORT, HTTP_PORT = 9000, 9001, 80
 TARGETS = ("direct", "nodePort", "lbDirect", "lb")
 
-# ------------------------------------------------------------------ clients
-
-
 # ------------------------------------------------------------------ setup
 
 

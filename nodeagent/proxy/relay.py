@@ -25,8 +25,8 @@ from typing import Callable, Union
 
 from kubemu import relayio
 from kubemu.nodeagent.proxy import mmsg
-from kubemu.relayio import PIPE_SIZE, SPLICE, SPLICE_FLAGS
 from kubemu.nodeagent.proxy.state import Endpoint
+from kubemu.relayio import PIPE_SIZE, SPLICE, SPLICE_FLAGS
 
 log = logging.getLogger("kubemu.nodeagent.proxy")
 

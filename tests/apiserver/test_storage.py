@@ -109,8 +109,8 @@ def test_a_torn_last_write_is_cut_off(tmp_path, tear):
     assert [c.name for c in loaded.log] == ["a", "b", "d"]
 
 
-def test_a_bad_record_inside_the_log_refuses_to_load(tmp_path):
-    d = str(tmp_path / "wal")
+def damaged_log(d: str) -> str:
+    """A log of several segments whose first one has a bad record (not a torn end): its path."""
     b, _ = reopen(d, segment_bytes=256)
     for rev in range(1, 20):
         b.commit([change(rev, f"o{rev}")], 0)
@@ -119,6 +119,12 @@ def test_a_bad_record_inside_the_log_refuses_to_load(tmp_path):
     with open(first, "r+b") as f:
         f.seek(20)
         f.write(b"\xff\xfe")
+    return first
+
+
+def test_a_bad_record_inside_the_log_refuses_to_load(tmp_path):
+    d = str(tmp_path / "wal")
+    first = damaged_log(d)
     with pytest.raises(CorruptStorage, match=os.path.basename(first)):
         reopen(d, segment_bytes=256)
 
@@ -175,14 +181,7 @@ def test_a_sqlite_store_of_an_earlier_kubemu_is_imported(tmp_path):
 def test_the_api_server_refuses_a_damaged_store_with_a_message(tmp_path):
     from kubemu.testing import procs
     state = tmp_path / "state"
-    b, _ = reopen(str(state / "wal"), segment_bytes=256)
-    for rev in range(1, 20):
-        b.commit([change(rev, f"o{rev}")], 0)
-    b.close()
-    first = sorted(glob.glob(str(state / "wal" / "*.wal")))[0]
-    with open(first, "r+b") as f:
-        f.seek(20)
-        f.write(b"\xff\xfe")
+    first = damaged_log(str(state / "wal"))
     import subprocess
     res = subprocess.run(procs.kubemu_command("apiserver", "--listen", f"127.0.0.1:{procs.free_port()}",
                                               "--state-dir", str(state)),

@@ -128,8 +128,7 @@ def test_relay_with_half_close_and_client_address(addrs):
         lb_ip = addrs.lb()
         lst, _ = await listener(lb_ip, [target(bip, port)])
         # what it accepts does not pace its sends (see kubemu.relayio.unpaced)
-        cc = lst.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
-        assert cc in relayio.LOOPBACK_CONGESTION
+        assert relayio.congestion(lst.sock) in relayio.LOOPBACK_CONGESTION
         assert await request(lb_ip, lst.port, b"hello") == b"echo:hello"
         # Cluster policy: the target sees the load balancer's own address
         assert seen == [lb_ip]

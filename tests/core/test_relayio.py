@@ -55,21 +55,17 @@ def test_close_with_reset_sends_an_rst():
                 c.recv(1)
 
 
-def _congestion(s: socket.socket) -> bytes:
-    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
-
-
 def test_relay_sockets_and_what_a_listener_accepts_do_not_pace():
     # Reno is allowed to every process, so one of the two always takes, whatever the default.
     dialed = relayio.bound_socket(socket.SOCK_STREAM, "127.0.0.1")
-    assert _congestion(dialed) in relayio.LOOPBACK_CONGESTION
+    assert relayio.congestion(dialed) in relayio.LOOPBACK_CONGESTION
     ls = socket.socket()
     relayio.unpaced(ls)
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
     c = socket.create_connection(ls.getsockname())
     a, _ = ls.accept()
-    assert _congestion(a) == _congestion(ls) in relayio.LOOPBACK_CONGESTION
+    assert relayio.congestion(a) == relayio.congestion(ls) in relayio.LOOPBACK_CONGESTION
     for s in (dialed, ls, c, a):
         s.close()
 
@@ -78,5 +74,5 @@ def test_a_congestion_control_refused_once_is_not_tried_again(monkeypatch):
     monkeypatch.setattr(relayio, "_congestion", [b"no-such-algorithm", b"reno"])
     s = socket.socket()
     relayio.unpaced(s)
-    assert _congestion(s) == b"reno" and relayio._congestion == [b"reno"]
+    assert relayio.congestion(s) == b"reno" and relayio._congestion == [b"reno"]
     s.close()
