@@ -29,6 +29,8 @@ MAX_BATCH_BYTES = 4 << 20
 # most 10,000 messages/s in all. (0.2 ms per stream doubled the base delay and gave no lower
 # p99 in runs of `scripts/bench apiserver`.)
 COALESCE_PER_STREAM = 0.0001
+# Requests of one Call stream served at once; a client further ahead waits (HTTP/2 flow control).
+MAX_CALLS_PER_STREAM = 256
 
 
 def batched(responses: list[bytes]) -> Iterator[bytes]:
@@ -63,16 +65,23 @@ async def _abort(context: grpc.aio.ServicerContext, e: ApiError) -> None:
                         trailing_metadata=((wire.STATUS_KEY, wire.to_status(e).SerializeToString()),))
 
 
-def _unary(fn):
+def _api_error(e: Exception) -> ApiError:
+    """The error a failed request reports; a bug (not an ApiError) is logged, never raised on."""
+    if isinstance(e, ApiError):
+        return e
+    log.error("request failed", exc_info=e)
+    return ApiError(f"internal error: {e}")
+
+
+def _unary(op):
+    """A unary method from an operation: its object as an ObjectResponse, its error as the
+    call's status. A bad request, or a bug hit by one, fails that call and never the server."""
     async def handler(self, request, context):
         try:
-            return await fn(self, request, context)
-        except ApiError as e:
-            await _abort(context, e)
-        except Exception as e:  # never let one bad request take the server down
-            log.exception("request failed")
-            await _abort(context, ApiError(f"internal error: {e}"))
-    handler.__name__ = fn.__name__
+            return api_pb2.ObjectResponse(object=objects.pack(await op(self, request)))
+        except Exception as e:
+            await _abort(context, _api_error(e))
+    handler.__name__ = op.__name__
     return handler
 
 
@@ -82,48 +91,96 @@ class APIServicer(api_pb2_grpc.APIServicer):
         self.bookmark_interval = bookmark_interval
         self.streams = 0
 
-    @_unary
-    async def Create(self, request, context):
-        obj = objects.unpack(request.object)
-        return api_pb2.ObjectResponse(object=objects.pack(await self.store.create(obj, request.dry_run)))
+    # ------------------------------------------------------------ single-object operations
+    # Each takes its request message and returns the object; the unary methods and the Call
+    # stream both serve them.
 
-    @_unary
-    async def Get(self, request, context):
-        obj = self.store.get(_kind(request.kind), request.namespace, request.name)
-        return api_pb2.ObjectResponse(object=objects.pack(obj))
+    async def create(self, request):
+        return await self.store.create(objects.unpack(request.object), request.dry_run)
 
-    @_unary
-    async def List(self, request, context):
-        items, rev = self.store.list_encoded(_kind(request.kind), request.namespace,
-                                             request.label_selector, request.field_selector)
-        return items + b"\x10" + encode_varint(rev)  # field 2: resource_version
+    async def get(self, request):
+        return self.store.get(_kind(request.kind), request.namespace, request.name)
 
-    @_unary
-    async def Update(self, request, context):
-        obj = objects.unpack(request.object)
-        return api_pb2.ObjectResponse(object=objects.pack(await self.store.update(obj, False, request.dry_run)))
+    async def update(self, request):
+        return await self.store.update(objects.unpack(request.object), False, request.dry_run)
 
-    @_unary
-    async def UpdateStatus(self, request, context):
-        obj = objects.unpack(request.object)
-        return api_pb2.ObjectResponse(object=objects.pack(await self.store.update(obj, True, request.dry_run)))
+    async def update_status(self, request):
+        return await self.store.update(objects.unpack(request.object), True, request.dry_run)
 
-    @_unary
-    async def Patch(self, request, context):
+    async def patch(self, request):
         if request.subresource not in ("", "status"):
             raise BadRequest(f"unknown subresource {request.subresource!r}")
-        obj = await self.store.patch(_kind(request.kind), request.namespace, request.name,
-                                     request.patch, request.subresource)
-        return api_pb2.ObjectResponse(object=objects.pack(obj))
+        return await self.store.patch(_kind(request.kind), request.namespace, request.name,
+                                      request.patch, request.subresource)
 
-    @_unary
-    async def Delete(self, request, context):
+    async def delete(self, request):
         grace = request.grace_period_seconds if request.has_grace_period else None
-        obj = await self.store.delete(
+        return await self.store.delete(
             _kind(request.kind), request.namespace, request.name, grace=grace,
             propagation=request.propagation_policy, uid=request.precondition_uid,
             resource_version=request.precondition_resource_version)
-        return api_pb2.ObjectResponse(object=objects.pack(obj))
+
+    Create = _unary(create)
+    Get = _unary(get)
+    Update = _unary(update)
+    UpdateStatus = _unary(update_status)
+    Patch = _unary(patch)
+    Delete = _unary(delete)
+
+    async def List(self, request, context):
+        try:
+            items, rev = self.store.list_encoded(_kind(request.kind), request.namespace,
+                                                 request.label_selector, request.field_selector)
+        except Exception as e:
+            await _abort(context, _api_error(e))
+        return items + b"\x10" + encode_varint(rev)  # field 2: resource_version
+
+    async def Call(self, request_iterator, context):
+        """Single-object calls multiplexed over one stream; see api.proto. Each request is
+        served in a task of its own, so concurrent writes of one stream share a commit."""
+        done: list[bytes] = []
+        wakeup = asyncio.Event()
+        slots = asyncio.Semaphore(MAX_CALLS_PER_STREAM)
+        running: set[asyncio.Task] = set()
+        reading = True
+
+        async def serve(req) -> None:
+            try:
+                which = req.WhichOneof("request")
+                if which is None:
+                    raise BadRequest("the call names no request (create, get, update, ...)")
+                resp = api_pb2.CallResponse(id=req.id, object=objects.pack(await getattr(self, which)(getattr(req, which))))
+            except Exception as e:
+                resp = api_pb2.CallResponse(id=req.id, error=wire.to_status(_api_error(e)))
+            finally:
+                slots.release()
+                running.discard(asyncio.current_task())
+            done.append(resp.SerializeToString())
+            wakeup.set()
+
+        async def read_requests() -> None:
+            nonlocal reading
+            try:
+                async for req in request_iterator:
+                    await slots.acquire()  # a client far ahead of the server waits, unread
+                    running.add(asyncio.create_task(serve(req)))
+            except (asyncio.CancelledError, grpc.RpcError):
+                pass
+            except Exception:
+                log.exception("call request stream failed")
+            finally:
+                reading = False
+                wakeup.set()
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while reading or running or done:
+                await wakeup.wait()
+                wakeup.clear()
+                while done:
+                    await context.write(done.pop(0))
+        finally:
+            reader.cancel()
 
     async def Watch(self, request_iterator, context):
         """Many watches multiplexed over one stream; see api.proto."""
@@ -231,6 +288,10 @@ async def serve(store: Store, listen: str, bookmark_interval: float = 5.0) -> gr
             # Watch responses are encoded by hand from shared event frames (see _drain).
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
                 servicer.Watch, request_deserializer=request_type.FromString,
+                response_serializer=bytes)
+        elif method.name == "Call":
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                servicer.Call, request_deserializer=request_type.FromString,
                 response_serializer=bytes)
         elif method.name == "List":
             # Encoded by hand from each object's bytes, made once per write (Store.encoded).

@@ -2,8 +2,9 @@
 
 `Client` is asyncio-native. Errors come back as kubemu.errors.ApiError subclasses (NotFound,
 Conflict, Invalid with field causes, ...); an unreachable server raises errors.Unavailable.
-Watches are multiplexed over one gRPC stream per client (etcd's model): `watch()` yields
-batches of events and ends with an ApiError (TooOld: list again) or Unavailable.
+Single-object calls (create, get, update, patch, delete) share one gRPC stream per client, and
+so do watches (etcd's model): `watch()` yields batches of events and ends with an ApiError
+(TooOld: list again) or Unavailable. List is a unary call.
 """
 from __future__ import annotations
 
@@ -118,6 +119,66 @@ class _WatchMux:
                 pass
 
 
+class _CallStream:
+    """One open Call stream (see api.proto) and the requests awaiting their responses.
+
+    Requests go out through one writer task: grpcio allows one write at a time, and a caller
+    cancelled in the middle of a write would cancel the whole stream."""
+
+    def __init__(self, stub: api_pb2_grpc.APIStub):
+        self.call = stub.Call()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.outbox: asyncio.Queue[api_pb2.CallRequest] = asyncio.Queue()
+        self.error: errors.ApiError | None = None
+        self.tasks = (asyncio.create_task(self._write(), name="call-stream-writer"),
+                      asyncio.create_task(self._read(), name="call-stream-reader"))
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                request = await self.outbox.get()
+                if request.id in self.pending:  # not given up on while it waited
+                    await self.call.write(request)
+        except grpc.aio.AioRpcError:
+            pass  # the stream ended; the reader reports it to the requests
+
+    async def _read(self) -> None:
+        error: errors.ApiError = errors.Unavailable("the API server closed the call stream")
+        try:
+            async for resp in self.call:
+                fut = self.pending.pop(resp.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(resp)
+        except grpc.aio.AioRpcError as e:
+            error = _translate(e)
+        finally:
+            self.error = error
+            self.tasks[0].cancel()
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self.pending.clear()
+
+    async def request(self, request: api_pb2.CallRequest) -> api_pb2.CallResponse:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[request.id] = fut
+        self.outbox.put_nowait(request)
+        try:
+            return await fut
+        finally:
+            self.pending.pop(request.id, None)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
 class Client:
     def __init__(self, server: str, *, timeout: float = DEFAULT_TIMEOUT):
         self.server = server
@@ -130,6 +191,8 @@ class Client:
         ])
         self.stub = api_pb2_grpc.APIStub(self.channel)
         self._mux = _WatchMux(self.stub)
+        self._calls: _CallStream | None = None
+        self._ids = itertools.count(1)
         # grpcio's aio stack cancels some calls (status CANCELLED) when thousands are started at
         # once on one channel; a bound on the calls in flight per client keeps bursts (a
         # thousand pods created by one controller sync) from failing.
@@ -143,6 +206,8 @@ class Client:
 
     async def close(self) -> None:
         await self._mux.close()
+        if self._calls is not None:
+            await self._calls.close()
         await self.channel.close()
 
     async def _call(self, method, request):
@@ -151,6 +216,23 @@ class Client:
                 return await method(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as e:
                 raise _translate(e) from None
+
+    async def _request(self, **request: Message) -> Message:
+        """One single-object call over the client's Call stream; returns the object."""
+        async with self._in_flight:
+            stream = self._calls
+            if stream is None or stream.error is not None:  # none yet, or it broke: open one
+                stream = self._calls = _CallStream(self.stub)
+            rid = next(self._ids)
+            try:
+                resp = await asyncio.wait_for(
+                    stream.request(api_pb2.CallRequest(id=rid, **request)), self.timeout)
+            except asyncio.TimeoutError:
+                raise errors.Unavailable(
+                    f"the API server at {self.server} did not answer within {self.timeout:g}s") from None
+        if resp.HasField("error"):
+            raise wire.from_status(resp.error)
+        return objects.unpack(resp.object)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until the server answers (gRPC connectivity), or raise Unavailable."""
@@ -162,12 +244,10 @@ class Client:
     # ------------------------------------------------------------ CRUD
 
     async def create(self, obj: Message, *, dry_run: bool = False) -> Message:
-        resp = await self._call(self.stub.Create, api_pb2.CreateRequest(object=objects.pack(obj), dry_run=dry_run))
-        return objects.unpack(resp.object)
+        return await self._request(create=api_pb2.CreateRequest(object=objects.pack(obj), dry_run=dry_run))
 
     async def get(self, kind: str, name: str, namespace: str = "") -> Message:
-        resp = await self._call(self.stub.Get, api_pb2.GetRequest(kind=kind, namespace=namespace, name=name))
-        return objects.unpack(resp.object)
+        return await self._request(get=api_pb2.GetRequest(kind=kind, namespace=namespace, name=name))
 
     async def list(self, kind: str, namespace: str = "", *, label_selector: str = "",
                    field_selector: str = "") -> tuple[list[Message], int]:
@@ -176,19 +256,16 @@ class Client:
         return [objects.unpack(a) for a in resp.items], resp.resource_version
 
     async def update(self, obj: Message, *, dry_run: bool = False) -> Message:
-        resp = await self._call(self.stub.Update, api_pb2.UpdateRequest(object=objects.pack(obj), dry_run=dry_run))
-        return objects.unpack(resp.object)
+        return await self._request(update=api_pb2.UpdateRequest(object=objects.pack(obj), dry_run=dry_run))
 
     async def update_status(self, obj: Message) -> Message:
-        resp = await self._call(self.stub.UpdateStatus, api_pb2.UpdateRequest(object=objects.pack(obj)))
-        return objects.unpack(resp.object)
+        return await self._request(update_status=api_pb2.UpdateRequest(object=objects.pack(obj)))
 
     async def patch(self, kind: str, name: str, patch: dict | str, namespace: str = "", *,
                     subresource: str = "") -> Message:
         body = patch if isinstance(patch, str) else json.dumps(patch)
-        resp = await self._call(self.stub.Patch, api_pb2.PatchRequest(
+        return await self._request(patch=api_pb2.PatchRequest(
             kind=kind, namespace=namespace, name=name, patch=body, subresource=subresource))
-        return objects.unpack(resp.object)
 
     async def delete(self, kind: str, name: str, namespace: str = "", *,
                      grace_period_seconds: int | None = None, propagation_policy: str = "",
@@ -199,8 +276,7 @@ class Client:
                                     precondition_resource_version=precondition_resource_version)
         if grace_period_seconds is not None:
             req.grace_period_seconds, req.has_grace_period = grace_period_seconds, True
-        resp = await self._call(self.stub.Delete, req)
-        return objects.unpack(resp.object)
+        return await self._request(delete=req)
 
     # ------------------------------------------------------------ watch
 

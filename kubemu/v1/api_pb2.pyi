@@ -151,6 +151,34 @@ class WatchResponse(_message.Message):
     batch: _containers.RepeatedCompositeFieldContainer[WatchResponse]
     def __init__(self, watch_id: _Optional[int] = ..., created: _Optional[bool] = ..., canceled: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[WatchResponse, _Mapping]]] = ...) -> None: ...
 
+class CallRequest(_message.Message):
+    __slots__ = ("id", "create", "get", "update", "update_status", "patch", "delete")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    create: CreateRequest
+    get: GetRequest
+    update: UpdateRequest
+    update_status: UpdateRequest
+    patch: PatchRequest
+    delete: DeleteRequest
+    def __init__(self, id: _Optional[int] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., update: _Optional[_Union[UpdateRequest, _Mapping]] = ..., update_status: _Optional[_Union[UpdateRequest, _Mapping]] = ..., patch: _Optional[_Union[PatchRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ...) -> None: ...
+
+class CallResponse(_message.Message):
+    __slots__ = ("id", "object", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    object: _any_pb2.Any
+    error: Status
+    def __init__(self, id: _Optional[int] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., error: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
 class StatusCause(_message.Message):
     __slots__ = ("reason", "message", "field")
     REASON_FIELD_NUMBER: _ClassVar[int]

@@ -313,3 +313,86 @@ def test_malformed_requests_are_bad_requests_and_the_server_goes_on(apiserver):
         async with Client(apiserver) as c:
             assert (await c.create(cm("still-serving"))).metadata.name == "still-serving"
     run(body())
+
+
+def test_calls_on_one_stream_are_answered_by_id_and_a_bad_one_fails_alone(apiserver):
+    """The Call stream as a raw gRPC client sees it: each response repeats its request's id,
+    an error comes back as that call's Status, and the stream goes on serving."""
+    import grpc
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+
+    async def body():
+        async with grpc.aio.insecure_channel(apiserver) as ch:
+            call = api_pb2_grpc.APIStub(ch).Call()
+            bad = objects.new("Service", "Bad_Name", "default")
+            requests = {
+                1: api_pb2.CallRequest(id=1, create=api_pb2.CreateRequest(object=objects.pack(cm("via-stream")))),
+                2: api_pb2.CallRequest(id=2, get=api_pb2.GetRequest(kind="Lease", namespace="default", name="absent")),
+                3: api_pb2.CallRequest(id=3, create=api_pb2.CreateRequest(object=objects.pack(bad))),
+                4: api_pb2.CallRequest(id=4),  # names no operation
+                5: api_pb2.CallRequest(id=5, delete=api_pb2.DeleteRequest(kind="Gadget", name="x")),
+            }
+            for r in requests.values():
+                await call.write(r)
+            answers = {}
+            while len(answers) < len(requests):
+                resp = await call.read()
+                answers[resp.id] = resp
+            assert objects.unpack(answers[1].object).metadata.name == "via-stream"
+            assert answers[1].object.type_url.endswith("kubemu.v1.Lease")
+            assert answers[2].error.reason == "NotFound"
+            assert answers[3].error.reason == "Invalid"
+            assert "metadata.name" in {c.field for c in answers[3].error.details.causes}
+            assert answers[4].error.reason == "BadRequest"
+            assert answers[5].error.reason == "BadRequest"
+            assert 'resource type "Gadget"' in answers[5].error.message
+            # the same stream still serves
+            await call.write(requests[2])
+            assert (await call.read()).error.reason == "NotFound"
+            await call.done_writing()
+            assert await call.read() is grpc.aio.EOF
+            assert await call.code() == grpc.StatusCode.OK
+    run(body())
+
+
+def test_a_cancelled_call_leaves_the_other_calls_of_its_client_alone(apiserver):
+    """Calls of one client share a stream; a caller that gives up (a task cancelled, a
+    wait_for that expired) must not take the stream, and so its neighbours, down with it."""
+    async def body():
+        async with Client(apiserver) as c:
+            others = [asyncio.create_task(c.create(cm(f"neighbour-{i}"))) for i in range(50)]
+            doomed = [asyncio.create_task(c.create(cm(f"doomed-{i}"))) for i in range(50)]
+            await asyncio.sleep(0)  # let them start and queue their requests
+            for t in doomed:
+                t.cancel()
+            made = await asyncio.gather(*others)
+            assert sorted(o.metadata.name for o in made) == sorted(f"neighbour-{i}" for i in range(50))
+            assert (await c.get("Lease", "neighbour-0", "default")).spec.holderIdentity == "neighbour-0"
+    run(body())
+
+
+def test_a_client_outlives_an_api_server_restart(tmp_path):
+    """While the server is down calls fail with Unavailable (never hang); once it is back the
+    same client works again on a new stream."""
+    state, port = str(tmp_path / "state"), procs.free_port()
+
+    async def call(c: Client):
+        return await c.get("Namespace", "default")
+
+    async def body():
+        async with Client(f"127.0.0.1:{port}", timeout=10) as c:
+            with procs.apiserver(state, port=port):
+                await c.create(cm("before"))
+            with pytest.raises(errors.Unavailable):
+                await call(c)
+            with procs.apiserver(state, port=port):
+                async def back():
+                    while True:
+                        try:
+                            return await call(c)
+                        except errors.Unavailable:
+                            await asyncio.sleep(0.05)
+                await asyncio.wait_for(back(), 20)
+                assert (await c.get("Lease", "before", "default")).metadata.name == "before"
+                await c.create(cm("after"))
+    run(body())
