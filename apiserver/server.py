@@ -6,6 +6,7 @@ request, or a bug hit by one request, fails that request with a status and never
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Iterator
 
@@ -138,7 +139,7 @@ class APIServicer(api_pb2_grpc.APIServicer):
     async def Call(self, request_iterator, context):
         """Single-object calls multiplexed over one stream; see api.proto. Each request is
         served in a task of its own, so concurrent writes of one stream share a commit."""
-        done: list[bytes] = []
+        done: collections.deque[bytes] = collections.deque()  # encoded responses to write
         wakeup = asyncio.Event()
         slots = asyncio.Semaphore(MAX_CALLS_PER_STREAM)
         running: set[asyncio.Task] = set()
@@ -149,11 +150,11 @@ class APIServicer(api_pb2_grpc.APIServicer):
                 which = req.WhichOneof("request")
                 if which is None:
                     raise BadRequest("the call names no request (create, get, update, ...)")
-                resp = api_pb2.CallResponse(id=req.id, object=objects.pack(await getattr(self, which)(getattr(req, which))))
+                obj = await getattr(self, which)(getattr(req, which))
+                resp = api_pb2.CallResponse(id=req.id, object=objects.pack(obj))
             except Exception as e:
                 resp = api_pb2.CallResponse(id=req.id, error=wire.to_status(_api_error(e)))
             finally:
-                slots.release()
                 running.discard(asyncio.current_task())
             done.append(resp.SerializeToString())
             wakeup.set()
@@ -162,7 +163,9 @@ class APIServicer(api_pb2_grpc.APIServicer):
             nonlocal reading
             try:
                 async for req in request_iterator:
-                    await slots.acquire()  # a client far ahead of the server waits, unread
+                    # A slot is held until the response is written: a client that sends
+                    # without reading stops being read, and nothing here grows without bound.
+                    await slots.acquire()
                     running.add(asyncio.create_task(serve(req)))
             except (asyncio.CancelledError, grpc.RpcError):
                 pass
@@ -178,7 +181,8 @@ class APIServicer(api_pb2_grpc.APIServicer):
                 await wakeup.wait()
                 wakeup.clear()
                 while done:
-                    await context.write(done.pop(0))
+                    await context.write(done.popleft())
+                    slots.release()
         finally:
             reader.cancel()
 

@@ -1,7 +1,8 @@
 """Benchmark the API server against etcd, both started here on loopback, in one run.
 
 Measures, for kubemu and for etcd (Debian's etcd-server) side by side:
-  - durable creates/s and updates/s from 1 and from 8 concurrent clients
+  - durable creates/s and updates/s from 1 and from 8 concurrent clients, with the server's CPU
+    per write (steadier than throughput on a shared machine) and the CPU the host stole
   - watch delivery latency p50/p99 with 1, 10 and 50 watchers while a writer does 500 writes/s
     (latency = event received by a watcher - write sent; watchers run in their own process),
     once with a stream per watcher (as many clients would) and, for more than one, once with
@@ -30,6 +31,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import cpu_seconds, stolen_seconds  # noqa: E402
 from kubemu import objects  # noqa: E402
 from kubemu.client import Client  # noqa: E402
 from kubemu.testing import procs  # noqa: E402
@@ -129,7 +131,9 @@ class Etcd:
 
 # ------------------------------------------------------------------ measurements
 
-async def throughput(backend, op: str, clients: int, total: int, tag: str) -> float:
+async def throughput(backend, op: str, clients: int, total: int, tag: str,
+                     server_pid: int) -> tuple[float, float, float]:
+    """(writes/s, server CPU µs per write, % of the machine's CPU stolen by the host)"""
     chans = await backend.clients(clients)
     per = total // clients
     if op == "update":  # the objects to update, made by each client in turn
@@ -145,11 +149,13 @@ async def throughput(backend, op: str, clients: int, total: int, tag: str) -> fl
                 await backend.create(chans[k], name)
             else:
                 await backend.update(chans[k], name, i + 1)
-    start = time.perf_counter()
+    start, cpu, stolen = time.perf_counter(), cpu_seconds(server_pid), stolen_seconds()
     await asyncio.gather(*(worker(k) for k in range(clients)))
     elapsed = time.perf_counter() - start
+    cpu, stolen = cpu_seconds(server_pid) - cpu, stolen_seconds() - stolen
     await backend.close(chans)
-    return per * clients / elapsed
+    n = per * clients
+    return n / elapsed, cpu / n * 1e6, 100 * stolen / (elapsed * os.cpu_count())
 
 
 def watcher_process(kind: str, address: str, n: int, seconds: float, ready, out, tmp: str, mux: bool):
@@ -325,10 +331,10 @@ def run_suite(which: str, tmp: str, pb, pbg, args) -> dict:
     try:
         async def go():
             n = args.writes
-            res["create_1"] = await throughput(backend, "create", 1, n // 2, "c1")
-            res["create_8"] = await throughput(backend, "create", 8, n, "c8")
-            res["update_1"] = await throughput(backend, "update", 1, n // 2, "u1")
-            res["update_8"] = await throughput(backend, "update", 8, n, "u8")
+            res["create_1"] = await throughput(backend, "create", 1, n // 2, "c1", proc.pid)
+            res["create_8"] = await throughput(backend, "create", 8, n, "c8", proc.pid)
+            res["update_1"] = await throughput(backend, "update", 1, n // 2, "u1", proc.pid)
+            res["update_8"] = await throughput(backend, "update", 8, n, "u8", proc.pid)
             for w in args.watchers:
                 res[f"watch_{w}"] = await watch_latency(backend, address, w, args.rate, args.seconds, tmp)
                 if w > 1:
@@ -369,8 +375,10 @@ def main() -> None:
     print("| measurement | kubemu | etcd | kubemu/etcd |\n|---|---|---|---|")
     for key, label in (("create_1", "creates/s, 1 client"), ("create_8", "creates/s, 8 clients"),
                        ("update_1", "updates/s, 1 client"), ("update_8", "updates/s, 8 clients")):
-        k, e = med("kubemu", key), med("etcd", key)
+        k, e = med("kubemu", key, 0), med("etcd", key, 0)
         print(f"| {label} | {k:,.0f} | {e:,.0f} | {k / e:.2f} |")
+        k, e = med("kubemu", key, 1), med("etcd", key, 1)
+        print(f"| {label.split('/')[0].replace('s,', ',')}: server CPU per write (µs) | {k:,.0f} | {e:,.0f} | {k / e:.2f} |")
     for w in args.watchers:
         for key, how in ((f"watch_{w}", "a stream each"), (f"watch_{w}_mux", "one stream")):
             if key not in results["kubemu"][0]:
@@ -386,6 +394,9 @@ def main() -> None:
                   f"| {kc}/{w} | {ec}/{w} | |")
     k, e = med("kubemu", "list_10000_ms"), med("etcd", "list_10000_ms")
     print(f"| List of 10,000 objects (ms) | {k:.0f} | {e:.0f} | {k / e:.2f} |")
+    steal = lambda which: ", ".join(f"{x['create_8'][2]:.0f}/{x['update_8'][2]:.0f}" for x in results[which])
+    print(f"\nCPU stolen by the host during the 8-client creates/updates, % of the machine, per run: "
+          f"kubemu {steal('kubemu')}; etcd {steal('etcd')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -52,6 +52,13 @@ def cpu_seconds(pid: int | None, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave to other guests, over all CPUs (/proc/stat "steal"): on a
+    shared VM the reason one run of a benchmark differs from the next."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process in MiB; NaN when it is gone."""
     try:

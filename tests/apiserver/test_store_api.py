@@ -396,3 +396,33 @@ def test_a_client_outlives_an_api_server_restart(tmp_path):
                 assert (await c.get("Lease", "before", "default")).metadata.name == "before"
                 await c.create(cm("after"))
     run(body())
+
+
+def test_a_client_that_sends_many_calls_before_reading_gets_every_answer(apiserver):
+    """The server stops reading a stream while 256 of its calls are unanswered or unread; a
+    client that sends 2,000 before reading any answer is held back, and gets every answer."""
+    import grpc
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+
+    async def body():
+        async with grpc.aio.insecure_channel(apiserver) as ch:
+            call = api_pb2_grpc.APIStub(ch).Call()
+            n = 2000
+
+            async def send():
+                for i in range(1, n + 1):
+                    await call.write(api_pb2.CallRequest(
+                        id=i, create=api_pb2.CreateRequest(object=objects.pack(cm(f"flood-{i}")))))
+                await call.done_writing()
+            sender = asyncio.create_task(send())
+            await asyncio.sleep(0.5)  # let the server fill up before anything is read
+            ids = set()
+            while (resp := await call.read()) is not grpc.aio.EOF:
+                assert not resp.HasField("error"), resp.error
+                ids.add(resp.id)
+            await sender
+            assert ids == set(range(1, n + 1))
+        async with Client(apiserver) as c:
+            items, _ = await c.list("Lease", "default")
+            assert len(items) == n
+    run(body(), 120)
