@@ -188,6 +188,10 @@ class Client:
             ("grpc.keepalive_timeout_ms", 5000),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # grpcio shares connections between channels to one address by default: a new
+            # client made just after the API server came back would inherit the old client's
+            # failed connection, still in backoff, and fail at once with "connection refused".
+            ("grpc.use_local_subchannel_pool", 1),
         ])
         self.stub = api_pb2_grpc.APIStub(self.channel)
         self._mux = _WatchMux(self.stub)

@@ -102,7 +102,9 @@ class Etcd:
 
     async def clients(self, n: int):
         from kubemu.wire import CHANNEL_OPTIONS
-        return [grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) for _ in range(n)]
+        # a connection each, as kubemu's clients have (grpcio would otherwise share one)
+        return [grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS + [
+            ("grpc.use_local_subchannel_pool", 1)]) for _ in range(n)]
 
     async def create(self, ch, name: str) -> int:
         stub = self.pbg.KVStub(ch)

@@ -426,3 +426,22 @@ def test_a_client_that_sends_many_calls_before_reading_gets_every_answer(apiserv
             items, _ = await c.list("Lease", "default")
             assert len(items) == n
     run(body(), 120)
+
+
+def test_a_new_client_reaches_a_restarted_server_at_once(tmp_path):
+    """A client made after the API server came back connects afresh: it does not inherit an
+    older client's failed connection to the same address, still waiting out its backoff."""
+    state, port = str(tmp_path / "state"), procs.free_port()
+
+    async def body():
+        async with Client(f"127.0.0.1:{port}") as old:
+            with procs.apiserver(state, port=port):
+                await old.get("Namespace", "default")
+            for _ in range(20):  # fail for a while, so its connection backs off the longest
+                with pytest.raises(errors.Unavailable):
+                    await old.get("Namespace", "default")
+                await asyncio.sleep(0.1)
+            with procs.apiserver(state, port=port):
+                async with Client(f"127.0.0.1:{port}") as new:
+                    assert (await new.get("Namespace", "default")).metadata.name == "default"
+    run(body())
