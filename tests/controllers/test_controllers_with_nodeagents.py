@@ -100,7 +100,13 @@ def test_traffic_reaches_controller_placed_pods_and_survives_a_dead_node(agents)
             last_renew = parse_time((await client.get("Lease", "node-3", "kube-node-lease")).spec.renewTime)
             assert killed - last_renew < 1.5
             await eventually(lambda: _none_of(client, "real", on3), 10, 0.02, message="node-3 endpoint not ready")
-            assert time.time() - last_renew <= 3.0 + 1.0
+            # ... because the grace period (3 s) ran out, not because the pod went at the
+            # eviction timeout (6 s later): the pod is still there, its node's Ready Unknown.
+            # (Causes, not a stopwatch: a loaded machine stretches both delays alike.)
+            pods, _ = await client.list("Pod", "real", field_selector="spec.nodeName=node-3")
+            assert {p.status.podIP for p in pods} == on3
+            ready = [c for c in (await client.get("Node", "node-3")).status.conditions if c.type == "Ready"]
+            assert ready[0].status == "Unknown"
             http_get(url)  # the Service keeps answering from the live nodes
             eps = await eventually(lambda: _n_ready(client, "real", 3), 6 + 8, message="replacement ready")
             assert all(e.nodeName in ("node-1", "node-2") for e in eps.values())
