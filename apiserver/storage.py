@@ -18,6 +18,11 @@ snapshots that let old segments go.
   server refuses to start rather than serve a hole in the history.
 - Once every record of a segment is older than the retained history (`compact_to`), a snapshot
   of all objects is written (temporary file, fsync, rename) and such segments are deleted.
+- Neither waits in a commit: the next segment is zero-filled ahead of need, and the snapshot is
+  written from a copy of the objects, both by a background thread, as etcd's file pipeline and
+  backend do. A commit that fills a segment only renames the spare; before this, that commit
+  took 10-15 ms, and the one that took a snapshot of 26,000 objects 130 ms, and every write
+  queued behind them waited as long.
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ import glob
 import logging
 import os
 import struct
+import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 log = logging.getLogger("kubemu.apiserver.storage")
@@ -129,18 +136,23 @@ class _Segment:
 
 
 class WALBackend:
-    """Segments and snapshots in one directory. Only one thread may use it at a time (the API
-    server's storage thread); a batch of many client writes costs one fdatasync."""
+    """Segments and snapshots in one directory. Only one thread may call it at a time (the API
+    server's storage thread); a batch of many client writes costs one fdatasync. Its own
+    background thread makes spare segments and snapshots."""
 
     def __init__(self, directory: str, *, segment_bytes: int = SEGMENT_BYTES):
         self.dir = directory
         self.segment_bytes = segment_bytes
         os.makedirs(directory, exist_ok=True)
         self._segments: list[_Segment] = []
+        self._lock = threading.Lock()              # _segments: the snapshot job drops from it
         self._fd = -1                              # the open last segment
         self._objects: dict[Key, bytes] = {}       # what a snapshot would hold
         self._revision = 0
         self._compacted = 0
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="wal-background")
+        self._spare: Future | None = None          # -> the path of a zero-filled segment
+        self._snapshot: Future | None = None       # the snapshot (and deletion) in progress
 
     # ------------------------------------------------------------ load
 
@@ -229,13 +241,31 @@ class WALBackend:
         self._compact(compact_to)
 
     def _cut(self, first_rev: int, need: int) -> _Segment:
-        """A new segment, filled with zeros and on disk before any record goes into it."""
+        """The next segment: the spare made in the background renamed into place (made now
+        if there is none, or the batch is larger than a segment), and the next spare begun."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        size = max(self.segment_bytes, need)
         path = os.path.join(self.dir, f"{first_rev:016x}.wal")
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        size = self.segment_bytes
+        if self._spare is not None and need <= size:
+            os.rename(self._spare.result(), path)  # a failure to make it is raised here
+        else:
+            size = max(size, need)
+            os.rename(self._zero_filled(path + ".tmp", size), path)
+        self._spare = self._background.submit(self._zero_filled, os.path.join(self.dir, "spare.tmp"),
+                                              self.segment_bytes)
+        self._sync_dir()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        seg = _Segment(path, first_rev - 1, 0, size)
+        with self._lock:
+            self._segments.append(seg)
+        return seg
+
+    @staticmethod
+    def _zero_filled(path: str, size: int) -> str:
+        """A file of `size` zeros, on disk (a `.tmp` name: load removes one a crash left)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             zeros = bytes(min(size, 1 << 20))
             written = 0
@@ -244,33 +274,42 @@ class WALBackend:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(path + ".tmp", path)
-        self._sync_dir()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        seg = _Segment(path, first_rev - 1, 0, size)
-        self._segments.append(seg)
-        return seg
+        return path
 
     def _compact(self, compact_to: int) -> None:
-        """Drop the segments the retained history no longer needs, behind a new snapshot."""
+        """Drop the segments the retained history no longer needs, behind a new snapshot
+        written in the background from a copy of the objects (one snapshot at a time)."""
         if compact_to <= self._compacted:
             return
-        old = [s for s in self._segments[:-1] if s.last <= compact_to]
+        if self._snapshot is not None:
+            if not self._snapshot.done():
+                return  # a later commit tries again
+            self._snapshot.result()  # a failed snapshot fails this commit: the server exits
+            self._snapshot = None
+        with self._lock:
+            old = [s for s in self._segments[:-1] if s.last <= compact_to]
         if not old:
             return  # keep the marker where the files still are: nothing would be dropped
         self._compacted = compact_to
-        self._write_snapshot()
+        self._snapshot = self._background.submit(
+            self._snapshot_and_drop, dict(self._objects), self._revision, compact_to, old)
+
+    def _snapshot_and_drop(self, objs: dict[Key, bytes], revision: int, compacted: int,
+                           old: list[_Segment]) -> None:
+        # Every change in `old` is at or before `compacted` < `revision`, so in the snapshot.
+        self._write_snapshot(objs, revision, compacted)
         for s in old:
             os.unlink(s.path)
-            self._segments.remove(s)
+            with self._lock:
+                self._segments.remove(s)
         self._sync_dir()
 
-    def _write_snapshot(self) -> None:
-        parts = [_SNAP_MAGIC, _SNAP_HEAD.pack(self._revision, self._compacted, len(self._objects))]
+    def _write_snapshot(self, objs: dict[Key, bytes], revision: int, compacted: int) -> None:
+        parts = [_SNAP_MAGIC, _SNAP_HEAD.pack(revision, compacted, len(objs))]
         parts += [_fields(k.encode(), ns.encode(), n.encode(), data)
-                  for (k, ns, n), data in self._objects.items()]
+                  for (k, ns, n), data in objs.items()]
         body = b"".join(parts)
-        path = os.path.join(self.dir, f"{self._revision:016x}.snap")
+        path = os.path.join(self.dir, f"{revision:016x}.snap")
         with open(path + ".tmp", "wb") as f:
             f.write(body + _LEN.pack(zlib.crc32(body)))
             f.flush()
@@ -287,7 +326,7 @@ class WALBackend:
             raise ValueError(f"{self.dir} is not empty")
         self._objects = {(k, ns, n): data for k, ns, n, data in objects}
         self._revision = self._compacted = revision
-        self._write_snapshot()
+        self._write_snapshot(self._objects, revision, revision)
 
     def _sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -296,7 +335,14 @@ class WALBackend:
         finally:
             os.close(fd)
 
+    def settle(self) -> None:
+        """Wait for the background work begun so far (a spare segment, a snapshot)."""
+        for job in (self._spare, self._snapshot):
+            if job is not None:
+                job.result()
+
     def close(self) -> None:
+        self._background.shutdown(wait=True)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -74,6 +74,7 @@ def test_a_crash_between_snapshot_and_deletion_loses_nothing(tmp_path):
     saved = {}
     for rev in range(1, 60):
         b.commit([change(rev, f"o{rev % 5}")], max(0, rev - 10))
+        b.settle()  # the snapshot, and the deletion behind it, happen in the background
         for p in glob.glob(os.path.join(d, "*.wal")):
             saved.setdefault(p, open(p, "rb").read())
     b.close()
@@ -83,6 +84,29 @@ def test_a_crash_between_snapshot_and_deletion_loses_nothing(tmp_path):
     _, loaded = reopen(d, segment_bytes=512)
     assert loaded.revision == 59
     assert state(loaded) == {("Lease", "default", f"o{r % 5}"): f"o{r % 5}@{r}".encode() for r in range(55, 60)}
+
+
+def test_a_full_segment_gives_way_to_a_spare_made_in_the_background(tmp_path):
+    """The commit that fills a segment renames a zero-filled spare into place instead of
+    writing a whole segment of zeros itself; the next spare is then made in the background."""
+    d = str(tmp_path / "wal")
+    b, _ = reopen(d, segment_bytes=512)
+    spare = os.path.join(d, "spare.tmp")
+    b.commit([change(1, "a")], 0)
+    b.settle()
+    first_spare = os.stat(spare).st_ino
+    assert os.path.getsize(spare) == 512 and open(spare, "rb").read() == bytes(512)
+    rev = 1
+    while len(glob.glob(os.path.join(d, "*.wal"))) < 2:
+        rev += 1
+        b.commit([change(rev, f"o{rev}")], 0)
+    newest = max(glob.glob(os.path.join(d, "*.wal")))
+    assert os.stat(newest).st_ino == first_spare
+    b.settle()
+    assert os.stat(spare).st_ino != first_spare  # the next one is ready
+    b.close()
+    _, loaded = reopen(d, segment_bytes=512)
+    assert loaded.revision == rev and not os.path.exists(spare)
 
 
 @pytest.mark.parametrize("tear", ["half a record", "zeros then the rest"])
