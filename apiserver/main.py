@@ -10,6 +10,7 @@ from kubemu.apiserver import registry
 from kubemu.apiserver.server import serve
 from kubemu.apiserver.storage import CorruptStorage, WALBackend, read_sqlite
 from kubemu.apiserver.store import Store
+from kubemu.process import FreezeSurvivors
 
 log = logging.getLogger("kubemu.apiserver")
 
@@ -37,6 +38,7 @@ async def run(*, listen: str, state_dir: str, service_cidr: str, node_port_range
     except CorruptStorage as e:
         raise SystemExit(f"kubemu apiserver: the store is damaged: {e}. Move "
                          f"{backend.dir} away to start with an empty store.") from None
+    gc_review = asyncio.create_task(FreezeSurvivors().install().run(), name="gc-review")
     server = await serve(store, listen, bookmark_interval)
     log.info("serving on %s (revision %d, state %s)", listen, store.revision, state_dir)
     stop = asyncio.Event()
@@ -48,5 +50,6 @@ async def run(*, listen: str, state_dir: str, service_cidr: str, node_port_range
             f.write(str(os.getpid()))
     await stop.wait()
     log.info("shutting down")
+    gc_review.cancel()
     await server.stop(grace=1.0)
     await store.stop()
