@@ -197,9 +197,10 @@ class Client:
         self._mux = _WatchMux(self.stub)
         self._calls: _CallStream | None = None
         self._ids = itertools.count(1)
-        # grpcio's aio stack cancels some calls (status CANCELLED) when thousands are started at
-        # once on one channel; a bound on the calls in flight per client keeps bursts (a
-        # thousand pods created by one controller sync) from failing.
+        # A bound on the calls in flight per client: a burst (a thousand pods created by one
+        # controller sync) waits here, not in the server's Call stream (which serves 256 at a
+        # time) or in grpcio (whose aio stack cancels some unary calls, status CANCELLED, when
+        # thousands start at once on one channel).
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def __aenter__(self) -> "Client":
