@@ -139,8 +139,9 @@ class _CallStream:
                 request = await self.outbox.get()
                 if request.id in self.pending:  # not given up on while it waited
                     await self.call.write(request)
-        except grpc.aio.AioRpcError:
-            pass  # the stream ended; the reader reports it to the requests
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the stream ended (a write after its end is InvalidStateError); the reader
+            # reports it to the requests
 
     async def _read(self) -> None:
         error: errors.ApiError = errors.Unavailable("the API server closed the call stream")

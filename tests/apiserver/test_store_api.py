@@ -445,3 +445,32 @@ def test_a_new_client_reaches_a_restarted_server_at_once(tmp_path):
                 async with Client(f"127.0.0.1:{port}") as new:
                     assert (await new.get("Namespace", "default")).metadata.name == "default"
     run(body())
+
+
+def test_the_unary_methods_serve_raw_grpc_clients(apiserver):
+    """The unary methods (what grpcurl and other gRPC clients call; the client library uses
+    the Call stream) do the same work, and a failure is the call's status with the Status
+    message in the trailing metadata."""
+    import grpc
+    from kubemu import wire
+    from kubemu.v1 import api_pb2, api_pb2_grpc
+
+    async def body():
+        async with grpc.aio.insecure_channel(apiserver) as ch:
+            stub = api_pb2_grpc.APIStub(ch)
+            made = objects.unpack((await stub.Create(api_pb2.CreateRequest(object=objects.pack(cm("raw"))))).object)
+            got = objects.unpack((await stub.Get(api_pb2.GetRequest(kind="Lease", namespace="default", name="raw"))).object)
+            assert got.metadata.uid == made.metadata.uid
+            got.spec.holderIdentity = "someone"
+            updated = objects.unpack((await stub.Update(api_pb2.UpdateRequest(object=objects.pack(got)))).object)
+            assert int(updated.metadata.resourceVersion) > int(made.metadata.resourceVersion)
+            patched = objects.unpack((await stub.Patch(api_pb2.PatchRequest(
+                kind="Lease", namespace="default", name="raw", patch='{"spec":{"leaseTransitions":3}}'))).object)
+            assert (patched.spec.holderIdentity, patched.spec.leaseTransitions) == ("someone", 3)
+            await stub.Delete(api_pb2.DeleteRequest(kind="Lease", namespace="default", name="raw"))
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.Get(api_pb2.GetRequest(kind="Lease", namespace="default", name="raw"))
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            status = dict(e.value.trailing_metadata())[wire.STATUS_KEY]
+            assert api_pb2.Status.FromString(status).reason == "NotFound"
+    run(body())
