@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import logging
 
 from kubemu.client import Client
 from kubemu.informer import Informer
+from kubemu.process import FreezeSurvivors
 
 from kubemu.controllers.deployment import DeploymentController
 from kubemu.controllers.endpointslice import EndpointSliceController
@@ -122,8 +122,7 @@ async def run(opts: Options, stop: asyncio.Event) -> None:
             return
         # The caches are the bulk of our heap and live long: keep them out of the cyclic
         # collector's full passes, which would otherwise stall the loop for tens of ms.
-        gc.collect()
-        gc.freeze()
+        tasks.append(asyncio.create_task(FreezeSurvivors().install().run(), name="gc-review"))
         log.info("caches synced; starting %s", ", ".join(c.name for c in controllers))
         for c in controllers:
             tasks.append(asyncio.create_task(c.run(), name=f"controller-{c.name}"))

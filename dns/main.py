@@ -10,7 +10,6 @@ queue with a worker task would add a hop for nothing: the flush never awaits.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from kubemu.dns.forward import Forwarder, Upstream
 from kubemu.dns.server import DnsServer
 from kubemu.dns.snapshot import SERVICE_NAME_LABEL, Snapshot, SnapshotBuilder
 from kubemu.informer import Informer, wait_synced
+from kubemu.process import FreezeSurvivors
 
 log = logging.getLogger("kubemu.dns")
 
@@ -111,8 +111,7 @@ class SnapshotSync:
             log.info("synced: %d services, %d namespaces", len(snap.services), len(snap.namespaces))
             # The informer caches are long-lived: keep the cyclic GC from rescanning them, so a
             # full collection cannot stall the hot path for milliseconds (p99 latency).
-            gc.collect()
-            gc.freeze()
+            tasks.append(asyncio.create_task(FreezeSurvivors().install().run(), name="gc-review"))
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
