@@ -53,6 +53,18 @@ def batched(responses: list[bytes]) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
+async def _each_request(request_iterator, handle, stream: str) -> None:
+    """Hand each request of a bidirectional stream to `handle` until the client stops sending
+    or goes away; a bug in `handle` ends the stream's reading, logged, not the server."""
+    try:
+        async for req in request_iterator:
+            await handle(req)
+    except (asyncio.CancelledError, grpc.RpcError):
+        pass
+    except Exception:
+        log.exception("%s request stream failed", stream)
+
+
 def _kind(name: str) -> str:
     try:
         return objects.kind_for(name).kind
@@ -143,7 +155,6 @@ class APIServicer(api_pb2_grpc.APIServicer):
         wakeup = asyncio.Event()
         slots = asyncio.Semaphore(MAX_CALLS_PER_STREAM)
         running: set[asyncio.Task] = set()
-        reading = True
 
         async def serve(req) -> None:
             try:
@@ -159,25 +170,16 @@ class APIServicer(api_pb2_grpc.APIServicer):
             done.append(resp.SerializeToString())
             wakeup.set()
 
-        async def read_requests() -> None:
-            nonlocal reading
-            try:
-                async for req in request_iterator:
-                    # A slot is held until the response is written: a client that sends
-                    # without reading stops being read, and nothing here grows without bound.
-                    await slots.acquire()
-                    running.add(asyncio.create_task(serve(req)))
-            except (asyncio.CancelledError, grpc.RpcError):
-                pass
-            except Exception:
-                log.exception("call request stream failed")
-            finally:
-                reading = False
-                wakeup.set()
+        async def accept(req) -> None:
+            # A slot is held until the response is written: a client that sends without
+            # reading stops being read, and nothing here grows without bound.
+            await slots.acquire()
+            running.add(asyncio.create_task(serve(req)))
 
-        reader = asyncio.create_task(read_requests())
+        reader = asyncio.create_task(_each_request(request_iterator, accept, "call"))
+        reader.add_done_callback(lambda _: wakeup.set())
         try:
-            while reading or running or done:
+            while not reader.done() or running or done:
                 await wakeup.wait()
                 wakeup.clear()
                 while done:
@@ -191,39 +193,29 @@ class APIServicer(api_pb2_grpc.APIServicer):
         wakeup = asyncio.Event()
         watches: dict[int, tuple[Watcher, bool]] = {}
         control: list[api_pb2.WatchResponse] = []
-        done = False
 
-        async def read_requests():
-            nonlocal done
-            try:
-                async for req in request_iterator:
-                    if req.HasField("create"):
-                        c = req.create
-                        try:
-                            if c.watch_id in watches:
-                                raise BadRequest(f"watch id {c.watch_id} is already in use")
-                            w = self.store.watch(_kind(c.kind), c.namespace, c.resource_version,
-                                                 c.label_selector, c.field_selector, wakeup)
-                            watches[c.watch_id] = (w, c.allow_bookmarks)
-                            control.append(api_pb2.WatchResponse(watch_id=c.watch_id, created=True))
-                        except ApiError as e:
-                            control.append(api_pb2.WatchResponse(
-                                watch_id=c.watch_id, canceled=True, status=wire.to_status(e)))
-                    elif req.HasField("cancel"):
-                        entry = watches.pop(req.cancel.watch_id, None)
-                        if entry:
-                            self.store.unwatch(entry[0])
-                        control.append(api_pb2.WatchResponse(watch_id=req.cancel.watch_id, canceled=True))
-                    wakeup.set()
-            except (asyncio.CancelledError, grpc.RpcError):
-                pass
-            except Exception:
-                log.exception("watch request stream failed")
-            finally:
-                done = True
-                wakeup.set()
+        async def handle(req) -> None:
+            if req.HasField("create"):
+                c = req.create
+                try:
+                    if c.watch_id in watches:
+                        raise BadRequest(f"watch id {c.watch_id} is already in use")
+                    w = self.store.watch(_kind(c.kind), c.namespace, c.resource_version,
+                                         c.label_selector, c.field_selector, wakeup)
+                    watches[c.watch_id] = (w, c.allow_bookmarks)
+                    control.append(api_pb2.WatchResponse(watch_id=c.watch_id, created=True))
+                except ApiError as e:
+                    control.append(api_pb2.WatchResponse(
+                        watch_id=c.watch_id, canceled=True, status=wire.to_status(e)))
+            elif req.HasField("cancel"):
+                entry = watches.pop(req.cancel.watch_id, None)
+                if entry:
+                    self.store.unwatch(entry[0])
+                control.append(api_pb2.WatchResponse(watch_id=req.cancel.watch_id, canceled=True))
+            wakeup.set()
 
-        reader = asyncio.create_task(read_requests())
+        reader = asyncio.create_task(_each_request(request_iterator, handle, "watch"))
+        reader.add_done_callback(lambda _: wakeup.set())
         loop = asyncio.get_running_loop()
         last_bookmark = last_send = loop.time()
 
@@ -234,7 +226,7 @@ class APIServicer(api_pb2_grpc.APIServicer):
         ticker = loop.call_later(self.bookmark_interval, tick)
         self.streams += 1
         try:
-            while not done:
+            while not reader.done():
                 # One timer per stream, not one per wait: wait_for would build a task and a
                 # timer for every batch of events.
                 await wakeup.wait()

@@ -35,6 +35,13 @@ def _translate(e: grpc.aio.AioRpcError) -> errors.ApiError:
     return errors.ApiError(f"{e.code().name}: {e.details()}")
 
 
+async def _stop(*tasks: asyncio.Task) -> None:
+    """Cancel a stream's tasks and wait for them; how they ended no longer matters."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class WatchEvent:
     __slots__ = ("type", "object", "resource_version")
 
@@ -112,11 +119,7 @@ class _WatchMux:
 
     async def close(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await _stop(self.task)
 
 
 class _CallStream:
@@ -171,13 +174,7 @@ class _CallStream:
 
     async def close(self) -> None:
         self.call.cancel()
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await _stop(*self.tasks)
 
 
 class Client:
